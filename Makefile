@@ -1,0 +1,43 @@
+# beaker-mssql: the two commands a newcomer needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test lint typecheck pytest demo bench standin clean
+
+$(STAMP): pyproject.toml setup.cfg
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## make test: lint, type-check and run every test (the stand-in is started by the fixtures).
+test: lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# pytest exits 5 when it collected no test: that is a broken suite here, never a pass.
+pytest: $(STAMP)
+	@$(BIN)/python -m pytest; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests - failing on purpose" >&2; fi; \
+	exit $$status
+
+## make demo: the example Pyramid app on http://127.0.0.1:6543 (stand-in unless BEAKER_MSSQL_URL is set).
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py
+
+## make bench: every benchmark; rewrites benchmarks/RESULTS.md.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+## make standin: a stand-in SQL Server on 127.0.0.1:14330 until Ctrl-C.
+standin: $(STAMP)
+	$(BIN)/beaker-mssql standin --port 14330
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache var
