@@ -1,3 +1,36 @@
 """beaker-mssql: Microsoft SQL Server storage (``ext:mssql``) for Beaker sessions and caches."""
 
+from beaker_mssql.errors import (
+    ConfigurationError,
+    ConnectionFailedError,
+    CorruptSessionError,
+    DatabaseError,
+    InvalidSessionId,
+    LockNotGrantedError,
+    MSSQLStoreError,
+    PoolTimeoutError,
+    SerializationError,
+    SidCaseConflictError,
+    TableMissingError,
+)
+from beaker_mssql.namespace import MSSQLNamespaceManager
+from beaker_mssql.store import MSSQLStore
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "ConfigurationError",
+    "ConnectionFailedError",
+    "CorruptSessionError",
+    "DatabaseError",
+    "InvalidSessionId",
+    "LockNotGrantedError",
+    "MSSQLNamespaceManager",
+    "MSSQLStore",
+    "MSSQLStoreError",
+    "PoolTimeoutError",
+    "SerializationError",
+    "SidCaseConflictError",
+    "TableMissingError",
+    "__version__",
+]

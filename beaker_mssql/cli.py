@@ -1,0 +1,509 @@
+"""``beaker-mssql``: operate the sessions table from a shell or cron with the application's own settings.
+
+Operators should not have to retype (or leak) the connection string the app already has, so the
+connection comes from ``--url``, ``--ini FILE#SECTION`` (the Pyramid/PasteDeploy file the app runs
+with, ``session.*`` keys) or ``$BEAKER_MSSQL_URL``. Every failure is one line on stderr with a
+stable exit code (2: configuration, 1: runtime) so cron and scripts can react; the password is
+never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import json
+import logging
+import os
+import re
+import sys
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Callable, Optional, TextIO
+
+from beaker_mssql import __version__
+from beaker_mssql.config import ConfigurationError, Settings, TableName, parse_settings, parse_table_name
+
+if TYPE_CHECKING:
+    from beaker_mssql.store import MSSQLStore
+
+__all__ = ["ENV_URL", "CLIError", "build_parser", "main", "mask_url", "read_ini_settings"]
+
+ENV_URL = "BEAKER_MSSQL_URL"
+DEFAULT_TABLE = "[dbo].[sessions]"
+EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
+MASK = "***"
+
+# Session options that Beaker itself (or pyramid_beaker) consumes; they never reach the store,
+# so the CLI drops them instead of letting the store warn about "unknown options".
+BEAKER_SESSION_KEYS = frozenset(
+    {
+        "type",
+        "data_dir",
+        "lock_dir",
+        "key",
+        "id",
+        "secret",
+        "validate_key",
+        "encrypt_key",
+        "encrypt_nonce_bits",
+        "crypto_type",
+        "cookie_expires",
+        "cookie_domain",
+        "cookie_path",
+        "secure",
+        "httponly",
+        "samesite",
+        "timeout",
+        "save_accessed_time",
+        "auto",
+        "data_serializer",
+        "invalidate_corrupt",
+        "webtest_varname",
+        "namespace_class",
+        "cookie_on_exception",
+        "constant_csrf_token",
+    }
+)
+
+logger = logging.getLogger("beaker_mssql.cli")
+
+# user:password@ inside a URL; the password runs to the last @ before the host part.
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^\s/]*@")
+
+
+class CLIError(Exception):
+    """A failure the CLI reports as one line, with the exit code it maps to."""
+
+    def __init__(self, message: str, code: int = EXIT_RUNTIME) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def mask_url(text: str) -> str:
+    """Every ``scheme://user:secret@`` in ``text`` -> ``scheme://user:***@`` (the rest unchanged)."""
+    return _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{MASK}@", text)
+
+
+def describe_target(settings: Settings) -> str:
+    """The server as a URL with the password masked: what the operator sees in every message."""
+    conn = settings.connection
+    who = ""
+    if conn.user:
+        who = f"{conn.user}:{MASK}@" if conn.password is not None else f"{conn.user}@"
+    port = "" if conn.port is None else f":{conn.port}"
+    return f"mssql://{who}{conn.server}{port}/{conn.database}"
+
+
+def read_ini_settings(spec: str) -> tuple[dict[str, str], str]:
+    """``development.ini#main`` -> (``session.*`` settings of ``[app:main]``, prefix stripped; label).
+
+    Read with interpolation off (ini values may contain ``%``) but ``%(here)s`` and
+    ``%(__file__)s`` are replaced as PasteDeploy does, so a path setting means what it means to
+    the app. A fragment containing ``:`` names the section verbatim (``#pipeline:main``).
+    """
+    path, _, name = spec.partition("#")
+    name = name.strip() or "main"
+    section = name if ":" in name else f"app:{name}"
+    if not path:
+        raise CLIError("--ini needs a file name, e.g. --ini development.ini#main", EXIT_CONFIG)
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keep key case as written
+    try:
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle, source=path)
+    except OSError as exc:
+        raise CLIError(f"cannot read ini file {path}: {exc.strerror or exc}", EXIT_CONFIG) from None
+    except configparser.Error as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CLIError(f"cannot parse ini file {path}: {first_line}", EXIT_CONFIG) from None
+    if not parser.has_section(section):
+        available = ", ".join(f"[{s}]" for s in parser.sections()) or "none"
+        raise CLIError(f"ini file {path} has no [{section}] section (sections: {available})", EXIT_CONFIG)
+    abspath = os.path.abspath(path)
+    here = os.path.dirname(abspath)
+    settings: dict[str, str] = {}
+    for key, value in parser.items(section):
+        for prefix in ("beaker.session.", "session."):
+            if key.startswith(prefix):
+                text = value.replace("%(here)s", here).replace("%(__file__)s", abspath)
+                settings[key[len(prefix) :]] = text.strip()
+                break
+    return settings, f"{path} [{section}]"
+
+
+class Context:
+    """What every command needs: the resolved options, the table and (lazily) a store."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.secrets: list[str] = []
+        self._store: Optional[MSSQLStore] = None
+        self._settings: Optional[Settings] = None
+        self.source = ""
+        ini: dict[str, str] = {}
+        ini_spec: Optional[str] = getattr(args, "ini", None)
+        if ini_spec:
+            ini, self.source = read_ini_settings(ini_spec)
+        self.options: dict[str, Any] = {k: v for k, v in ini.items() if k not in BEAKER_SESSION_KEYS}
+        url: Optional[str] = getattr(args, "url", None)
+        if url:
+            self.options["url"] = url
+            self.source = "--url"
+        elif not self.options.get("url") and not self.options.get("server"):
+            env_url = os.environ.get(ENV_URL, "").strip()
+            if env_url:
+                self.options["url"] = env_url
+                self.source = f"${ENV_URL}"
+        self._remember_secrets(self.options)
+        table: Optional[str] = getattr(args, "table", None)
+        self.table: TableName = parse_table_name(table or self.options.get("table") or DEFAULT_TABLE)
+        self.options["table"] = self.table
+        # The CLI does one thing and exits: never start the background sweeper, never create
+        # the table behind the operator's back (create-table does that explicitly).
+        self.options["auto_remove"] = False
+        self.options["create_table"] = False
+
+    def _remember_secrets(self, options: Mapping[str, Any]) -> None:
+        """Collect every spelling of the password so error text can be scrubbed of it."""
+        password = options.get("password")
+        if isinstance(password, str) and password:
+            self.secrets.append(password)
+        url = options.get("url")
+        if isinstance(url, str) and "@" in url:
+            userinfo = url.partition("://")[2].rpartition("@")[0]
+            if ":" in userinfo:
+                raw = userinfo.split(":", 1)[1]
+                if raw:
+                    self.secrets.append(raw)
+                    from urllib.parse import unquote
+
+                    if unquote(raw) != raw:
+                        self.secrets.append(unquote(raw))
+
+    @property
+    def settings(self) -> Settings:
+        """Parsed settings; a missing connection is a configuration error, not a login failure."""
+        if self._settings is None:
+            if not self.options.get("url") and not self.options.get("server"):
+                raise CLIError(
+                    f"no database given: use --url URL, --ini FILE#SECTION or set ${ENV_URL}", EXIT_CONFIG
+                )
+            self._settings = parse_settings(self.options)
+            if self._settings.password:
+                self.secrets.append(self._settings.password)
+        return self._settings
+
+    @property
+    def target(self) -> str:
+        return describe_target(self.settings)
+
+    @property
+    def store(self) -> MSSQLStore:
+        if self._store is None:
+            from beaker_mssql.store import MSSQLStore
+
+            self._store = MSSQLStore.from_settings(self.settings)
+            logger.info("using %s, table %s (from %s)", self.target, self.table.quoted, self.source)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+def cmd_create_table(ctx: Context, out: TextIO) -> int:
+    """Idempotent DDL; ``--dry-run`` prints it without connecting (for a DBA to review or run)."""
+    memory_optimized = bool(ctx.args.memory_optimized)
+    if ctx.args.dry_run:
+        from beaker_mssql.sql import create_table_sql
+
+        out.write(create_table_sql(ctx.table, memory_optimized=memory_optimized))
+        return EXIT_OK
+    ctx.store.create_table(memory_optimized=memory_optimized)
+    kind = "memory-optimized table" if memory_optimized else "table"
+    print(f"{kind} {ctx.table.quoted} is ready on {ctx.target}", file=out)
+    return EXIT_OK
+
+
+def cmd_check(ctx: Context, out: TextIO) -> int:
+    """Exit 0 only when the table is exactly what the package needs, so deploy scripts can gate on it."""
+    problems = ctx.store.check_table()
+    if problems:
+        for problem in problems:
+            print(f"problem: {problem}", file=out)
+        print(f"{ctx.table.quoted} on {ctx.target}: {len(problems)} problem(s)", file=out)
+        return EXIT_RUNTIME
+    print(f"ok: {ctx.table.quoted} on {ctx.target} has the expected columns and indexes", file=out)
+    return EXIT_OK
+
+
+def cmd_sweep(ctx: Context, out: TextIO) -> int:
+    """One sweep of expired rows now: for cron, or before a maintenance window."""
+    batch_size: Optional[int] = ctx.args.batch_size
+    tty = _isatty(sys.stderr) and not ctx.args.quiet
+    progress: Optional[Callable[[int], None]] = None
+    if tty:
+
+        def progress(deleted: int) -> None:
+            sys.stderr.write(f"\rdeleting expired rows from {ctx.table.quoted}: {deleted}")
+            sys.stderr.flush()
+
+    started = time.monotonic()
+    try:
+        deleted = ctx.store.destroy_expired(batch_size=batch_size, progress=progress)
+    finally:
+        if tty:
+            sys.stderr.write("\n")
+    elapsed = time.monotonic() - started
+    if not ctx.args.quiet:
+        print(f"deleted {deleted} expired row(s) from {ctx.table.quoted} in {elapsed:.3f} s", file=out)
+    return EXIT_OK
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ")
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def cmd_stats(ctx: Context, out: TextIO) -> int:
+    """Live/expired counts and sizes: is the sweeper keeping up, how big are sessions."""
+    stats = dict(ctx.store.stats())
+    if ctx.args.json:
+        payload = {key: _jsonable(value) for key, value in stats.items()}
+        payload["table"] = ctx.table.quoted
+        json.dump(payload, out, indent=2, sort_keys=True)
+        out.write("\n")
+        return EXIT_OK
+    labels = [
+        ("live", "live rows"),
+        ("expired", "expired rows (not yet swept)"),
+        ("oldest_expires", "oldest expiry"),
+        ("newest_expires", "newest expiry"),
+        ("data_bytes", "data size (bytes)"),
+        ("server_time", "server time"),
+    ]
+    print(f"{ctx.table.quoted} on {ctx.target}", file=out)
+    shown = set()
+    for key, label in labels:
+        if key in stats:
+            shown.add(key)
+            value = stats[key]
+            print(f"  {label + ':':<30} {'-' if value is None else _jsonable(value)}", file=out)
+    for key in sorted(set(stats) - shown):
+        print(f"  {key + ':':<30} {_jsonable(stats[key])}", file=out)
+    return EXIT_OK
+
+
+def cmd_standin(args: argparse.Namespace, out: TextIO) -> int:
+    """A stand-in SQL Server for demos and manual testing (not for production data)."""
+    try:
+        from beaker_mssql.testing.server import run_standin
+    except ImportError as exc:  # pragma: no cover - the testing package ships with the wheel
+        raise CLIError(f"the stand-in is not available: {exc}") from None
+    try:
+        result = run_standin(args.host, args.port, args.database, args.user, args.password, args.data)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except OSError as exc:
+        raise CLIError(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    return result if isinstance(result, int) else EXIT_OK
+
+
+# -- parser ---------------------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}")
+    return value
+
+
+def _add_connection_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """The same options on the main parser and every sub-command (either place works)."""
+    default: Any = argparse.SUPPRESS if suppress else None
+    group = parser.add_argument_group("connection")
+    group.add_argument(
+        "--url",
+        default=default,
+        help=f"mssql://user:password@host:port/database (default: ${ENV_URL})",
+    )
+    group.add_argument(
+        "--ini",
+        metavar="FILE#SECTION",
+        default=default,
+        help="read session.* settings from a Pyramid ini file, e.g. development.ini#main -> [app:main]",
+    )
+    group.add_argument(
+        "--table",
+        default=default,
+        help=f"table name (default: the ini's session.table, else {DEFAULT_TABLE})",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default if suppress else False,
+        help="log what happens and show tracebacks",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="beaker-mssql",
+        description="Operate the SQL Server table behind Beaker sessions and caches (ext:mssql).",
+        epilog=f"Connection: --url, else --ini's session.url, else ${ENV_URL}. "
+        "Exit codes: 0 ok, 1 runtime failure (or check found problems), 2 configuration error.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _add_connection_options(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        _add_connection_options(cmd, suppress=True)
+        return cmd
+
+    create = add("create-table", "create the table and its expires index if missing (idempotent)")
+    create.add_argument(
+        "--memory-optimized",
+        action="store_true",
+        help="In-Memory OLTP table, DURABILITY = SCHEMA_ONLY (rows are lost on restart)",
+    )
+    create.add_argument(
+        "--dry-run", action="store_true", help="print the DDL and exit without connecting to anything"
+    )
+    create.set_defaults(handler=cmd_create_table)
+
+    check = add("check", "verify the table's columns and indexes; exit 0 only when all is right")
+    check.set_defaults(handler=cmd_check)
+
+    sweep = add("sweep", "delete expired rows now, in batches (for cron)")
+    sweep.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="rows per DELETE (default: the settings' auto_remove_batch_size, 1000)",
+    )
+    sweep.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    sweep.set_defaults(handler=cmd_sweep)
+
+    stats = add("stats", "live and expired row counts, expiry range and data size")
+    stats.add_argument("--json", action="store_true", help="machine-readable output")
+    stats.set_defaults(handler=cmd_stats)
+
+    standin = sub.add_parser(
+        "standin",
+        help="run a stand-in SQL Server (for demos and tests) until Ctrl-C",
+        description="Serve the in-process SQL Server stand-in over TDS until Ctrl-C. "
+        "Not for production data.",
+    )
+    standin.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    standin.add_argument("--port", type=_port, default=14330, help="TCP port (default 14330; 0 = any)")
+    standin.add_argument("--database", default="test", help="database name (default test)")
+    standin.add_argument("--user", default="sa", help="login name (default sa)")
+    standin.add_argument("--password", default=None, help="login password (default: generated, printed)")
+    standin.add_argument("--data", metavar="FILE", default=None, help="keep the data in FILE across restarts")
+    standin.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
+    standin.set_defaults(handler=None)
+    return parser
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``beaker-mssql`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    verbose = bool(getattr(args, "verbose", False))
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    out = sys.stdout
+    ctx: Optional[Context] = None
+    secrets = [args.password] if args.command == "standin" and args.password else []
+    try:
+        if args.command == "standin":
+            return cmd_standin(args, out)
+        ctx = Context(args)
+        code: int = args.handler(ctx, out)
+        return code
+    except KeyboardInterrupt:
+        print("beaker-mssql: interrupted", file=sys.stderr)
+        return 130
+    except BaseException as exc:
+        if isinstance(exc, SystemExit):
+            raise
+        if ctx is not None:
+            secrets.extend(ctx.secrets)
+        return _report(exc, verbose, ctx, secrets)
+    finally:
+        if ctx is not None:
+            try:
+                ctx.close()
+            except Exception as exc:  # closing a broken pool must not hide the real error
+                logger.debug("closing the store failed: %s", exc)
+
+
+def _report(exc: BaseException, verbose: bool, ctx: Optional[Context], secrets: list[str]) -> int:
+    """One line on stderr (a scrubbed traceback with --verbose) and the exit code for ``exc``."""
+
+    def scrub(text: str) -> str:
+        for secret in sorted(set(secrets), key=len, reverse=True):
+            if secret:
+                text = text.replace(secret, MASK)
+        return mask_url(text)
+
+    if isinstance(exc, CLIError):
+        code = exc.code
+        message = str(exc)
+    elif isinstance(exc, ConfigurationError):
+        code = EXIT_CONFIG
+        message = f"configuration error: {exc}"
+    else:
+        code = EXIT_RUNTIME
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        where = ""
+        if ctx is not None and ctx._settings is not None:
+            where = f" ({ctx.target}, table {ctx.table.quoted})"
+        message = f"{type(exc).__name__}: {text}{where}"
+    if verbose:
+        sys.stderr.write(scrub("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))))
+    print(f"beaker-mssql: {scrub(message)}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":  # python -m beaker_mssql.cli
+    sys.exit(main())

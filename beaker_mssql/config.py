@@ -1,0 +1,548 @@
+"""Options -> a typed, validated, hashable :class:`Settings`.
+
+Options arrive from three places with the same names: ``MSSQLStore(**options)``, the dicts given to
+Beaker's ``SessionMiddleware``/``CacheManager``, and ini files (after the ``session.`` / ``cache.``
+prefix), where every value is a string. So every value is coerced here, once, and a bad one raises
+:class:`ConfigurationError` naming the option and the value (a password is shown as ``***``).
+
+Beaker also hands the namespace manager its own keys (``data_dir``, ``lock_dir``, ``timeout``...):
+the known ones are accepted and ignored; an unknown key only logs a warning, because future Beaker
+versions add keys and a session store should not break on upgrade.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any, Callable, Optional, Union
+from urllib.parse import parse_qsl, unquote
+
+from beaker_mssql.errors import ConfigurationError
+
+__all__ = [
+    "ConfigurationError",
+    "Settings",
+    "TableName",
+    "parse_settings",
+    "parse_table_name",
+    "parse_url",
+    "resolve_dotted",
+]
+
+logger = logging.getLogger("beaker_mssql")
+
+DEFAULT_TTL = 86400
+MASK = "***"
+
+# Keys Beaker (sessions, caches, regions, middleware) passes along that mean nothing to us.
+BEAKER_KEYS = frozenset(
+    {
+        "data_dir",
+        "lock_dir",
+        "digest_filenames",
+        "timeout",
+        "type",
+        "expire",
+        "expiretime",
+        "starttime",
+        "enabled",
+        "key_length",
+        "regions",
+        "cache_regions",
+        "log_file",
+        "namespace_class",
+        "invalidate_corrupt",
+        "auto",
+        "webtest_varname",
+    }
+)
+
+_TRUE = frozenset({"true", "yes", "on", "1", "y", "t"})
+_FALSE = frozenset({"false", "no", "off", "0", "n", "f", ""})
+_ENCRYPT_LEVELS = ("default", "off", "request", "require")
+_TDS_VERSIONS = ("7.0", "7.1", "7.2", "7.3", "7.4", "8.0")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+Callback = Callable[..., Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class TableName:
+    """A one- or two-part table name, validated so it can always be bracket-quoted safely."""
+
+    schema: str
+    name: str
+
+    @property
+    def quoted(self) -> str:
+        """``[schema].[name]`` with ``]`` doubled: the only form ever put into SQL text."""
+        return f"{quote_identifier(self.schema)}.{quote_identifier(self.name)}"
+
+    def __str__(self) -> str:
+        return self.quoted
+
+
+def quote_identifier(part: str) -> str:
+    """Bracket-quote one identifier part (``]`` -> ``]]``)."""
+    return "[" + part.replace("]", "]]") + "]"
+
+
+def _split_table(value: str) -> list[str]:
+    """Split ``a.b``, ``[a].[b]``, ``[a.b]`` ... into parts, honouring brackets and ``]]``."""
+    parts: list[str] = []
+    i, n = 0, len(value)
+    while True:
+        if i < n and value[i] == "[":
+            j = i + 1
+            buf = []
+            while True:
+                if j >= n:
+                    raise ValueError("unclosed [")
+                if value[j] == "]":
+                    if j + 1 < n and value[j + 1] == "]":
+                        buf.append("]")
+                        j += 2
+                        continue
+                    break
+                buf.append(value[j])
+                j += 1
+            parts.append("".join(buf))
+            i = j + 1
+        else:
+            j = i
+            while j < n and value[j] != ".":
+                j += 1
+            part = value[i:j]
+            if not re.fullmatch(r"[A-Za-z_@#][A-Za-z0-9_@#$]*", part):
+                raise ValueError("unquoted names may hold only letters, digits, _, @, # and $")
+            parts.append(part)
+            i = j
+        if i == n:
+            return parts
+        if value[i] != ".":
+            raise ValueError("unexpected text after ]")
+        i += 1
+
+
+def parse_table_name(value: object, key: str = "table") -> TableName:
+    """``sessions``, ``dbo.sessions`` or ``[dbo].[sessions]`` -> :class:`TableName`.
+
+    Anything else (three parts, ``a;drop``, ``x]--``, control characters, parts over 128 characters)
+    is refused: the name ends up in SQL text, so it must be a name and nothing more.
+    """
+    if isinstance(value, TableName):
+        return value
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(f"{key} must be a table name like dbo.sessions, got {value!r}")
+    text = value.strip()
+    try:
+        parts = _split_table(text)
+    except ValueError as exc:
+        raise ConfigurationError(f"{key} = {value!r} is not a valid table name: {exc}") from None
+    if len(parts) > 2:
+        raise ConfigurationError(
+            f"{key} = {value!r} is not a valid table name: use name or schema.name (at most two parts)"
+        )
+    for part in parts:
+        if not 1 <= len(part) <= 128 or _CONTROL.search(part):
+            raise ConfigurationError(
+                f"{key} = {value!r} is not a valid table name: each part must be 1-128 characters "
+                "without control characters"
+            )
+    schema, name = (parts[0], parts[1]) if len(parts) == 2 else ("dbo", parts[0])
+    return TableName(schema, name)
+
+
+def _coerce_bool(key: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+    raise ConfigurationError(f"{key} must be a boolean (true/false/yes/no/on/off/1/0), got {value!r}")
+
+
+def _coerce_int(key: str, value: object, minimum: Optional[int] = None) -> int:
+    if isinstance(value, bool):
+        raise ConfigurationError(f"{key} must be an integer, got {value!r}")
+    try:
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError
+            result = int(value)
+        elif isinstance(value, (int, str)):
+            result = int(value)
+        else:
+            raise ValueError
+    except ValueError:
+        raise ConfigurationError(f"{key} must be an integer, got {value!r}") from None
+    if minimum is not None and result < minimum:
+        raise ConfigurationError(f"{key} must be >= {minimum}, got {value!r}")
+    return result
+
+
+def _coerce_seconds(key: str, value: object, positive: bool = True) -> float:
+    if isinstance(value, bool):
+        raise ConfigurationError(f"{key} must be a number of seconds, got {value!r}")
+    try:
+        if not isinstance(value, (int, float, str)):
+            raise ValueError
+        result = float(value)
+    except ValueError:
+        raise ConfigurationError(f"{key} must be a number of seconds, got {value!r}") from None
+    if result != result or result in (float("inf"), float("-inf")) or (positive and result <= 0):
+        raise ConfigurationError(f"{key} must be a positive number of seconds, got {value!r}")
+    return result
+
+
+def _coerce_str(key: str, value: object, *, secret: bool = False) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    shown = MASK if secret else repr(value)
+    raise ConfigurationError(f"{key} must be a string, got {shown}")
+
+
+def resolve_dotted(key: str, value: object) -> Any:
+    """Import ``package.module:attr`` or ``package.module.attr``; objects pass through."""
+    if not isinstance(value, str):
+        return value
+    path = value.strip()
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise ConfigurationError(f"{key} must be a dotted path like package.module.name, got {value!r}")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"{key} = {value!r} cannot be imported: {exc}") from None
+    return obj
+
+
+def _coerce_callable(key: str, value: object) -> Optional[Callback]:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    obj = resolve_dotted(key, value)
+    if not callable(obj):
+        raise ConfigurationError(f"{key} must be a callable or a dotted path to one, got {value!r}")
+    return obj  # type: ignore[no-any-return]
+
+
+def _coerce_serializer(value: object) -> Union[str, object]:
+    if value is None:
+        return "pickle"
+    if isinstance(value, str):
+        name = value.strip()
+        if name in ("pickle", "json"):
+            return name
+        obj = resolve_dotted("serializer", name)
+    else:
+        obj = value
+    obj = _instantiate(obj)
+    if not (callable(getattr(obj, "dumps", None)) and callable(getattr(obj, "loads", None))):
+        raise ConfigurationError(
+            f"serializer must be 'pickle', 'json' or an object with dumps() and loads(), got {value!r}"
+        )
+    return obj
+
+
+_instances: dict[type, object] = {}
+
+
+def _instantiate(obj: object) -> object:
+    """A class like beaker.util.JsonSerializer means: use an instance of it (one per class, so
+    equal options give equal, registry-shareable Settings)."""
+    if not isinstance(obj, type):
+        return obj
+    if obj not in _instances:
+        _instances[obj] = obj()
+    return _instances[obj]
+
+
+def _coerce_encrypt(value: object) -> Optional[str]:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().lower() in _ENCRYPT_LEVELS:
+        return value.strip().lower()
+    try:
+        return "require" if _coerce_bool("encrypt", value) else "off"
+    except ConfigurationError:
+        raise ConfigurationError(
+            f"encrypt must be a boolean or one of {', '.join(_ENCRYPT_LEVELS)}, got {value!r}"
+        ) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectionSettings:
+    """Everything that identifies one server login; pools are shared per (this, table)."""
+
+    server: str = "localhost"
+    port: Optional[int] = None
+    user: Optional[str] = None
+    password: Optional[str] = dataclasses.field(default=None, repr=False)
+    database: str = ""
+    encrypt: Optional[str] = None
+    trust_server_certificate: bool = False
+    login_timeout: int = 15
+    query_timeout: int = 30
+    appname: str = "beaker-mssql"
+    tds_version: Optional[str] = None
+
+    def __repr__(self) -> str:
+        password = MASK if self.password is not None else None
+        return (
+            f"ConnectionSettings(server={self.server!r}, port={self.port!r}, user={self.user!r}, "
+            f"password={password!r}, database={self.database!r}, encrypt={self.encrypt!r}, "
+            f"trust_server_certificate={self.trust_server_certificate!r}, "
+            f"login_timeout={self.login_timeout!r}, query_timeout={self.query_timeout!r}, "
+            f"appname={self.appname!r}, tds_version={self.tds_version!r})"
+        )
+
+    def describe(self) -> str:
+        """``user@server:port/database`` for messages (never the password)."""
+        where = self.server if self.port is None else f"{self.server}:{self.port}"
+        who = f"{self.user}@" if self.user else ""
+        return f"{who}{where}/{self.database}"
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``pymssql.connect`` (autocommit: no implicit BEGIN/COMMIT)."""
+        server = self.server
+        kwargs: dict[str, Any] = {
+            "user": self.user,
+            "password": self.password,
+            "database": self.database,
+            "login_timeout": self.login_timeout,
+            "timeout": self.query_timeout,
+            "appname": self.appname,
+            "autocommit": True,
+            "charset": "UTF-8",
+        }
+        if "\\" in server and self.port is not None:
+            server = server.split("\\", 1)[0]  # an explicit port beats the instance lookup
+        if self.port is not None:
+            kwargs["port"] = str(self.port)
+        kwargs["server"] = server
+        if self.encrypt is not None:
+            kwargs["encryption"] = self.encrypt
+        if self.tds_version is not None:
+            kwargs["tds_version"] = self.tds_version
+        return kwargs
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Validated options of one store. Frozen and hashable: the registry keys on it."""
+
+    connection: ConnectionSettings = dataclasses.field(default_factory=ConnectionSettings)
+    table: TableName = dataclasses.field(default_factory=lambda: TableName("dbo", "sessions"))
+    ttl: int = DEFAULT_TTL
+    explicit_ttl: Optional[int] = None
+    use_utc: bool = True
+    serializer: Union[str, object] = "pickle"
+    create_table: bool = False
+    auto_remove: bool = False
+    auto_remove_interval: float = 900.0
+    auto_remove_batch_size: int = 1000
+    pre_remove_callback: Optional[Callback] = None
+    auto_remove_callback: Optional[Callback] = None
+    retries: int = 1
+    pool_size: int = 5
+    pool_max_overflow: int = 10
+    pool_recycle: int = 3600
+    pool_timeout: float = 30.0
+    on_connect: Optional[Callback] = None
+    on_error: Optional[Callback] = None
+    on_session_error: Optional[Callback] = None
+
+    @property
+    def password(self) -> Optional[str]:
+        return self.connection.password
+
+    @property
+    def pool_key(self) -> tuple[ConnectionSettings, TableName]:
+        """One pool per distinct login + table."""
+        return (self.connection, self.table)
+
+
+def parse_url(url: str) -> dict[str, Any]:
+    """``mssql://user:password@host[:port][/database][?query]`` -> option dict.
+
+    Parts are percent-decoded; the host may name an instance as ``host\\instance`` (written
+    ``host%5Cinstance`` or with a literal backslash). In the query string ``timeout`` is the query
+    timeout (pymssql's name); as a separate key that name belongs to Beaker, hence ``query_timeout``.
+    """
+    if not isinstance(url, str):
+        raise ConfigurationError(f"url must be a string like mssql://user:password@host/db, got {url!r}")
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("mssql", "mssql+pymssql", "sqlserver"):
+        raise ConfigurationError(
+            f"url must start with mssql://, got {_mask_url(url)!r}"
+        )
+    rest, _, query = rest.partition("?")
+    rest, _, _fragment = rest.partition("#")
+    at = rest.rfind("@")
+    userinfo, hostpart = (rest[:at], rest[at + 1 :]) if at >= 0 else ("", rest)
+    hostport, _, path = hostpart.partition("/")
+    options: dict[str, Any] = {}
+    if userinfo:
+        user, has_pw, password = userinfo.partition(":")
+        options["user"] = unquote(user)
+        if has_pw:
+            options["password"] = unquote(password)
+    host, port = hostport, ""
+    if hostport.startswith("["):  # [ipv6]:port
+        close = hostport.find("]")
+        host, port = hostport[1:close], hostport[close + 2 :]
+    elif ":" in hostport:
+        host, port = hostport.rsplit(":", 1)
+    if host:
+        options["server"] = unquote(host)
+    if port:
+        options["port"] = port
+    database = unquote(path.strip("/"))
+    if database:
+        options["database"] = database
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        name = name.strip().lower()
+        if name == "timeout":
+            name = "query_timeout"
+        if name not in _URL_QUERY_KEYS:
+            raise ConfigurationError(f"url query parameter {name!r} is not supported (value {value!r})")
+        options[name] = value
+    return options
+
+
+_URL_QUERY_KEYS = frozenset(
+    {"encrypt", "trust_server_certificate", "login_timeout", "query_timeout", "appname", "tds_version"}
+)
+_CONNECTION_KEYS = frozenset(
+    {"server", "host", "port", "user", "password", "database"} | _URL_QUERY_KEYS
+)
+_STORE_KEYS = frozenset(
+    {
+        "url",
+        "table",
+        "ttl",
+        "use_utc",
+        "serializer",
+        "create_table",
+        "auto_remove",
+        "auto_remove_interval",
+        "auto_remove_batch_size",
+        "pre_remove_callback",
+        "auto_remove_callback",
+        "retries",
+        "pool_size",
+        "pool_max_overflow",
+        "pool_recycle",
+        "pool_timeout",
+        "on_connect",
+        "on_error",
+        "on_session_error",
+    }
+)
+KNOWN_KEYS = _CONNECTION_KEYS | _STORE_KEYS
+
+
+def _mask_url(url: str) -> str:
+    """The URL with its password replaced by ``***``."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1" + MASK + "@", url)
+
+
+def _build_connection(options: Mapping[str, Any]) -> ConnectionSettings:
+    merged: dict[str, Any] = {}
+    if options.get("url") is not None:
+        merged.update(parse_url(options["url"]))
+    # Separate keys refine (override) what the URL said.
+    for key in _CONNECTION_KEYS:
+        if options.get(key) is not None:
+            merged["server" if key == "host" else key] = options[key]
+
+    server = _coerce_str("server", merged.get("server", "localhost")).strip() or "localhost"
+    if _CONTROL.search(server):
+        raise ConfigurationError(f"server must not contain control characters, got {server!r}")
+    port = merged.get("port")
+    port_value = None if port in (None, "") else _coerce_int("port", port, minimum=1)
+    if port_value is not None and port_value > 65535:
+        raise ConfigurationError(f"port must be 1-65535, got {port!r}")
+    user = merged.get("user")
+    password = merged.get("password")
+    tds = merged.get("tds_version")
+    tds_value = None if tds in (None, "") else _coerce_str("tds_version", tds).strip()
+    if tds_value is not None and tds_value not in _TDS_VERSIONS:
+        raise ConfigurationError(f"tds_version must be one of {', '.join(_TDS_VERSIONS)}, got {tds!r}")
+    return ConnectionSettings(
+        server=server,
+        port=port_value,
+        user=None if user is None else _coerce_str("user", user),
+        password=None if password is None else _coerce_str("password", password, secret=True),
+        database=_coerce_str("database", merged.get("database", "")),
+        encrypt=_coerce_encrypt(merged.get("encrypt")),
+        trust_server_certificate=_coerce_bool(
+            "trust_server_certificate", merged.get("trust_server_certificate", False)
+        ),
+        login_timeout=_coerce_int("login_timeout", merged.get("login_timeout", 15), minimum=1),
+        query_timeout=_coerce_int("query_timeout", merged.get("query_timeout", 30), minimum=0),
+        appname=_coerce_str("appname", merged.get("appname", "beaker-mssql")),
+        tds_version=tds_value,
+    )
+
+
+def parse_settings(options: Mapping[str, Any]) -> Settings:
+    """Validate and coerce ``options`` (strings welcome) into :class:`Settings`."""
+    if isinstance(options, Settings):
+        return options
+    for key in options:
+        if key not in KNOWN_KEYS and key not in BEAKER_KEYS:
+            logger.warning("beaker_mssql: ignoring unknown option %r", key)
+
+    def get(key: str, default: Any) -> Any:
+        value = options.get(key)
+        return default if value is None else value
+
+    explicit_ttl = None
+    if options.get("ttl") not in (None, ""):
+        explicit_ttl = _coerce_int("ttl", options["ttl"], minimum=1)
+    ttl = explicit_ttl
+    if ttl is None and options.get("timeout") not in (None, ""):
+        ttl = _coerce_int("timeout", options["timeout"], minimum=1)
+    recycle = _coerce_int("pool_recycle", get("pool_recycle", 3600), minimum=-1)
+    if recycle == 0:
+        raise ConfigurationError("pool_recycle must be a positive number of seconds or -1 (off), got 0")
+
+    return Settings(
+        connection=_build_connection(options),
+        table=parse_table_name(get("table", "[dbo].[sessions]")),
+        ttl=DEFAULT_TTL if ttl is None else ttl,
+        explicit_ttl=explicit_ttl,
+        use_utc=_coerce_bool("use_utc", get("use_utc", True)),
+        serializer=_coerce_serializer(options.get("serializer")),
+        create_table=_coerce_bool("create_table", get("create_table", False)),
+        auto_remove=_coerce_bool("auto_remove", get("auto_remove", False)),
+        auto_remove_interval=_coerce_seconds("auto_remove_interval", get("auto_remove_interval", 900)),
+        auto_remove_batch_size=_coerce_int(
+            "auto_remove_batch_size", get("auto_remove_batch_size", 1000), minimum=1
+        ),
+        pre_remove_callback=_coerce_callable("pre_remove_callback", options.get("pre_remove_callback")),
+        auto_remove_callback=_coerce_callable("auto_remove_callback", options.get("auto_remove_callback")),
+        retries=_coerce_int("retries", get("retries", 1), minimum=0),
+        pool_size=_coerce_int("pool_size", get("pool_size", 5), minimum=1),
+        pool_max_overflow=_coerce_int("pool_max_overflow", get("pool_max_overflow", 10), minimum=0),
+        pool_recycle=recycle,
+        pool_timeout=_coerce_seconds("pool_timeout", get("pool_timeout", 30)),
+        on_connect=_coerce_callable("on_connect", options.get("on_connect")),
+        on_error=_coerce_callable("on_error", options.get("on_error")),
+        on_session_error=_coerce_callable("on_session_error", options.get("on_session_error")),
+    )

@@ -1,0 +1,82 @@
+"""The exceptions beaker-mssql raises.
+
+Every error derives from :class:`MSSQLStoreError`, so an application can catch the whole family in
+one ``except``. Some also derive from a built-in exception where that is what the error *is*
+(a bad option value is a ``ValueError``), so generic code keeps working. No message ever
+contains a password: errors are built from :class:`~beaker_mssql.config.Settings`, whose
+representation masks it.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+
+class MSSQLStoreError(Exception):
+    """Base class of every error raised by beaker-mssql."""
+
+
+class ConfigurationError(MSSQLStoreError, ValueError):
+    """An option is missing, unknown or has a value that cannot be used.
+
+    The message names the option and the offending value (a password is shown as ``***``).
+    """
+
+
+class InvalidSessionId(MSSQLStoreError, ValueError):
+    """A session id (or cache row id) cannot be stored safely.
+
+    Raised before anything is sent to the server: ids must be 1..255 characters, without
+    control characters and without trailing spaces (the default case-insensitive collation
+    ignores trailing spaces, so ``'abc '`` would find the row of ``'abc'``).
+    """
+
+
+class CorruptSessionError(MSSQLStoreError, ValueError):
+    """A stored row cannot be decoded.
+
+    It is a ``ValueError`` (not a ``KeyError``/``TypeError``, which Beaker treats as "no
+    session"), so Beaker's ``invalidate_corrupt = true`` replaces the session with a fresh one
+    and, without that option, the application sees this error instead of silently losing data.
+    """
+
+
+class SerializationError(MSSQLStoreError, ValueError):
+    """A cache value cannot be encoded with the configured serializer; nothing was written."""
+
+
+class SidCaseConflictError(MSSQLStoreError):
+    """A row exists whose id differs from the one being saved only by letter case.
+
+    The table's default collation is case-insensitive, so the two ids collide on the primary
+    key. Overwriting would hand one user's session to another, so the save is refused.
+    """
+
+
+class TableMissingError(MSSQLStoreError):
+    """The sessions table does not exist (SQL Server error 208) and ``create_table`` is off."""
+
+
+class PoolTimeoutError(MSSQLStoreError):
+    """No pooled connection became free within ``pool_timeout`` seconds."""
+
+
+class LockNotGrantedError(MSSQLStoreError):
+    """``sp_getapplock`` did not grant a lock (timeout, deadlock or cancellation)."""
+
+
+class DatabaseError(MSSQLStoreError):
+    """The server or the driver reported an error while running a store method.
+
+    ``number`` is the SQL Server / DB-Library error number when one is known (e.g. 1205 for a
+    deadlock, 20009 for "unable to connect"), ``method`` the store method that failed.
+    """
+
+    def __init__(self, message: str, number: Optional[int] = None, method: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.number = number
+        self.method = method
+
+
+class ConnectionFailedError(DatabaseError):
+    """A connection could not be opened, or broke while in use (it has been discarded)."""

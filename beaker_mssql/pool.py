@@ -1,0 +1,264 @@
+"""A small thread-safe pool of pymssql connections.
+
+Why not a connection per request: a SQL Server login costs several round trips (prelogin, TLS,
+login7, environment changes), more than the session read itself. Why not SQLAlchemy: one dependency
+for one table of three columns.
+
+* ``pool_size`` connections are kept; up to ``pool_max_overflow`` more are opened under load and
+  closed when returned. A caller finding all ``size + overflow`` in use waits up to
+  ``pool_timeout`` seconds, then gets :class:`~beaker_mssql.errors.PoolTimeoutError`.
+* Idle connections are reused last-in-first-out, so a quiet period lets the surplus age out.
+* A connection older than ``pool_recycle`` seconds is closed at checkout (servers and load
+  balancers drop long-lived idle connections).
+* Logins happen outside the pool lock, so one slow login does not block every other thread.
+  Constructing a pool does no I/O.
+* Connections are opened with ``autocommit=True``: pymssql then sends no implicit ``BEGIN
+  TRANSACTION``/``COMMIT``; the one multi-statement write carries its own transaction.
+* A connection that raised a "connection broken" error is discarded, never reused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, Callable, Optional
+
+import pymssql
+
+from beaker_mssql.config import ConnectionSettings
+from beaker_mssql.errors import ConnectionFailedError, PoolTimeoutError
+
+__all__ = ["BROKEN_NUMBERS", "ConnectionPool", "error_message", "error_number", "is_broken"]
+
+# DB-Library numbers meaning the connection is gone or unusable.
+BROKEN_NUMBERS = frozenset({20002, 20003, 20004, 20006, 20009, 20017, 20019, 20020, 20047})
+BROKEN_MESSAGES = (
+    "dbprocess is dead",
+    "adaptive server connection failed",
+    "write to the server failed",
+    "read from the server failed",
+    "not connected",
+    "unexpected eof from the server",
+    "connection reset",
+    "server connection timed out",
+)
+# Errors after which running the same idempotent statement again is the right thing to do.
+RETRYABLE_NUMBERS = frozenset({1205, 1222})
+
+
+def error_number(exc: BaseException) -> Optional[int]:
+    """The SQL Server / DB-Library error number of a pymssql exception, if it carries one."""
+    number = getattr(exc, "number", None)
+    if isinstance(number, int):
+        return number
+    if exc.args:
+        first = exc.args[0]
+        if isinstance(first, tuple) and first and isinstance(first[0], int):
+            return first[0]
+        if isinstance(first, int):
+            return first
+    return None
+
+
+def error_message(exc: BaseException) -> str:
+    """The server's message text of a pymssql exception (bytes decoded)."""
+    if exc.args:
+        first = exc.args[0]
+        if isinstance(first, tuple) and len(first) > 1:
+            text = first[1]
+            return text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+        if isinstance(first, bytes):
+            return first.decode("utf-8", "replace")
+        return str(first)
+    return type(exc).__name__
+
+
+def is_broken(exc: BaseException) -> bool:
+    """Does ``exc`` mean the connection is dead (so: discard it, and maybe retry elsewhere)?"""
+    if not isinstance(exc, (pymssql.OperationalError, pymssql.InterfaceError)):
+        return False
+    if error_number(exc) in BROKEN_NUMBERS:
+        return True
+    text = error_message(exc).lower()
+    return any(marker in text for marker in BROKEN_MESSAGES)
+
+
+class PooledConnection:
+    """A pymssql connection and its birth time (for ``pool_recycle``)."""
+
+    __slots__ = ("connection", "created")
+
+    def __init__(self, connection: Any, created: float) -> None:
+        self.connection = connection
+        self.created = created
+
+
+class ConnectionPool:
+    """Thread-safe LIFO pool with overflow, recycling and a checkout timeout."""
+
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        size: int = 5,
+        max_overflow: int = 10,
+        recycle: int = 3600,
+        timeout: float = 30.0,
+        on_connect: Optional[Callable[[Any], None]] = None,
+        connect: Optional[Callable[..., Any]] = None,
+    ) -> None:
+        self.settings = settings
+        self.size = size
+        self.max_overflow = max_overflow
+        self.recycle = recycle
+        self.timeout = timeout
+        self.connect_listeners: list[Callable[[Any], None]] = [] if on_connect is None else [on_connect]
+        self._connect = connect or pymssql.connect
+        self._cond = threading.Condition(threading.Lock())
+        self._idle: list[PooledConnection] = []
+        self._total = 0  # open connections + logins in progress
+        self._checked_out = 0
+        self._closed = False
+        self._stats = {"connects": 0, "discarded": 0, "recycled": 0, "waits": 0, "wait_time": 0.0,
+                       "checkouts": 0, "timeouts": 0}
+
+    def __repr__(self) -> str:
+        return f"<ConnectionPool {self.settings.describe()} size={self.size} overflow={self.max_overflow}>"
+
+    # -- checkout / checkin -------------------------------------------------------------------
+    def acquire(self) -> PooledConnection:
+        """Check a connection out (reusing the most recent idle one, or logging in)."""
+        deadline: Optional[float] = None
+        waited_since: Optional[float] = None
+        while True:
+            stale: Optional[PooledConnection] = None
+            with self._cond:
+                if self._closed:
+                    where = self.settings.describe()
+                    raise ConnectionFailedError(f"the connection pool for {where} is closed")
+                if self._idle:
+                    item = self._idle.pop()
+                    if self.recycle >= 0 and time.monotonic() - item.created > self.recycle:
+                        self._total -= 1
+                        self._stats["recycled"] += 1
+                        stale = item
+                    else:
+                        self._checkout_done(waited_since)
+                        return item
+                elif self._total < self.size + self.max_overflow:
+                    self._total += 1
+                    self._checkout_done(waited_since)
+                    break  # log in below, outside the lock
+                else:
+                    now = time.monotonic()
+                    if deadline is None:
+                        deadline = now + self.timeout
+                        waited_since = now
+                        self._stats["waits"] += 1
+                    remaining = deadline - now
+                    if remaining <= 0:
+                        self._stats["timeouts"] += 1
+                        self._stats["wait_time"] += now - (waited_since or now)
+                        raise PoolTimeoutError(
+                            f"no database connection became free within {self.timeout:g} s "
+                            f"(pool_size={self.size}, pool_max_overflow={self.max_overflow}, "
+                            f"server {self.settings.describe()}); raise pool_size or pool_timeout"
+                        )
+                    self._cond.wait(remaining)
+                    continue
+            if stale is not None:
+                _close_quietly(stale.connection)
+        try:
+            return PooledConnection(self._login(), time.monotonic())
+        except BaseException:
+            with self._cond:
+                self._total -= 1
+                self._checked_out -= 1
+                self._cond.notify()
+            raise
+
+    def _checkout_done(self, waited_since: Optional[float]) -> None:
+        self._checked_out += 1
+        self._stats["checkouts"] += 1
+        if waited_since is not None:
+            self._stats["wait_time"] += time.monotonic() - waited_since
+
+    def _login(self) -> Any:
+        connection = self._connect(**self.settings.connect_kwargs())
+        with self._cond:
+            self._stats["connects"] += 1
+        try:
+            for listener in list(self.connect_listeners):
+                listener(connection)
+        except BaseException:
+            _close_quietly(connection)
+            raise
+        return connection
+
+    def release(self, item: PooledConnection, broken: bool = False) -> None:
+        """Return a connection; a broken one (or any, once the pool is closed) is closed instead."""
+        close = broken
+        with self._cond:
+            self._checked_out -= 1
+            if broken:
+                self._stats["discarded"] += 1
+            if not close and (self._closed or self._total > self.size):
+                close = True  # overflow connections do not stay
+            if close:
+                self._total -= 1
+            else:
+                self._idle.append(item)
+            self._cond.notify()
+        if close:
+            _close_quietly(item.connection)
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Any]:
+        """``with pool.connection() as conn:`` (discarding it if a broken-connection error escapes)."""
+        item = self.acquire()
+        broken = False
+        try:
+            yield item.connection
+        except BaseException as exc:
+            broken = is_broken(exc)
+            raise
+        finally:
+            self.release(item, broken=broken)
+
+    # -- housekeeping -------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Counters for benchmarks and monitoring."""
+        with self._cond:
+            return dict(
+                self._stats,
+                size=self._total,
+                idle=len(self._idle),
+                checked_out=self._checked_out,
+                pool_size=self.size,
+                max_overflow=self.max_overflow,
+            )
+
+    def dispose(self) -> None:
+        """Close idle connections (checked-out ones close when returned); the pool stays usable."""
+        with self._cond:
+            idle, self._idle = self._idle, []
+            self._total -= len(idle)
+        for item in idle:
+            _close_quietly(item.connection)
+
+    def close(self) -> None:
+        """Close every idle connection and refuse further checkouts."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self.dispose()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+def _close_quietly(connection: Any) -> None:
+    with contextlib.suppress(Exception):
+        connection.close()

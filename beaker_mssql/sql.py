@@ -1,0 +1,201 @@
+"""Every statement beaker-mssql sends, in one place.
+
+Identifiers are the only thing formatted into the text, always bracket-quoted by
+:class:`~beaker_mssql.config.TableName`; values are always pymssql parameters (``%(name)s``), which
+pymssql interpolates client-side as properly escaped literals (``N'O''Brien'``). Statements are
+built once per (table, use_utc) by :func:`statements_for` and cached.
+
+Why the ``[sid] = %(sid)s AND [sid] = %(sid)s COLLATE Latin1_General_BIN2`` pair: the first
+predicate can seek the primary key under the table's default (case-insensitive) collation, the
+second makes the match exact. Without it a cookie ``ABC...`` would load the session ``abc...``.
+
+Why the upsert is ``UPDATE ... WITH (UPDLOCK, SERIALIZABLE); IF @@ROWCOUNT = 0 INSERT`` in an
+explicit transaction and not ``MERGE``:
+
+* Babelfish for PostgreSQL has no ``MERGE`` (and ignores table hints), while this shape works there;
+* ``UPDLOCK, SERIALIZABLE`` takes a key-range lock on SQL Server, so two concurrent first saves of
+  the same sid serialize instead of both inserting (it also holds under RCSI, which Azure SQL has on);
+* ``SET XACT_ABORT ON`` makes a primary-key violation (2627) roll the whole transaction back and
+  abort the batch, so nothing is left half-done. A 2627 can still happen where the hints are
+  ignored (Babelfish) or when a row exists whose sid differs only by letter case (the BIN2 update
+  finds nothing, the case-insensitive key collides). The store then runs the batch once more: in
+  the first case it now updates; if it still gets 2627 the sid collides by case with another user's
+  row, and the store raises :class:`~beaker_mssql.errors.SidCaseConflictError` rather than
+  overwrite it;
+* ``SET NOCOUNT ON`` keeps the batch to one result-free round trip.
+
+Expiry is ``DATEADD(second, %(ttl)s, NOW)`` where NOW is ``GETUTCDATE()`` (``use_utc``, the default)
+or ``GETDATE()``; ``datetime`` keeps no time zone, so readers and writers must agree on one. A cache
+value without an expiry time gets ``NO_EXPIRY_SECONDS`` (the largest ``int`` DATEADD takes, about
+68 years): one statement shape for everything, and the sweeper needs no special case.
+"""
+
+# Identifiers are validated and bracket-quoted (config.TableName); values are always parameters.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+from beaker_mssql.config import TableName, quote_identifier
+
+__all__ = [
+    "NO_EXPIRY_SECONDS",
+    "Statements",
+    "create_table_sql",
+    "drop_table_sql",
+    "escape_like",
+    "statements_for",
+]
+
+NO_EXPIRY_SECONDS = 2_147_483_647
+
+APPLOCK_SQL = (
+    "DECLARE @result int;\n"
+    "EXEC @result = sp_getapplock @Resource = %(resource)s, @LockMode = N'Exclusive', "
+    "@LockOwner = N'Session', @LockTimeout = %(timeout_ms)s;\n"
+    "SELECT @result AS [result];"
+)
+APPUNLOCK_SQL = (
+    "DECLARE @result int; "
+    "EXEC @result = sp_releaseapplock @Resource = %(resource)s, @LockOwner = N'Session'; "
+    "SELECT @result AS [result];"
+)
+
+
+def escape_like(text: str) -> str:
+    r"""Escape ``\``, ``%``, ``_`` and ``[`` for ``LIKE ... ESCAPE '\'``."""
+    return (
+        text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace("[", "\\[")
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Statements:
+    """The statements for one table and clock. Parameters are named in each docstring line."""
+
+    table: TableName
+    use_utc: bool
+    now: str
+    get: str  # sid
+    set: str  # sid, data, ttl
+    touch: str  # sid, ttl
+    destroy: str  # sid
+    length: str
+    all: str
+    clear: str  # batch
+    destroy_expired: str  # batch
+    delete_prefix: str  # pattern, batch
+    keys_prefix: str  # pattern
+    count_expired: str
+    table_stats: str
+    server_time: str
+    columns: str  # schema, name
+    indexes: str  # object
+    getapplock: str  # resource, timeout_ms
+    releaseapplock: str  # resource
+
+
+@functools.cache
+def statements_for(table: TableName, use_utc: bool = True) -> Statements:
+    """Build (once) every statement for ``table`` with NOW = GETUTCDATE() or GETDATE()."""
+    t = table.quoted
+    now = "GETUTCDATE()" if use_utc else "GETDATE()"
+    exact = "[sid] = %(sid)s AND [sid] = %(sid)s COLLATE Latin1_General_BIN2"
+    expires = f"DATEADD(second, %(ttl)s, {now})"
+    return Statements(
+        table=table,
+        use_utc=use_utc,
+        now=now,
+        get=f"SELECT [session] FROM {t} WHERE {exact} AND [expires] > {now}",
+        set=(
+            "SET NOCOUNT ON; SET XACT_ABORT ON;\n"
+            "BEGIN TRANSACTION;\n"
+            f"UPDATE {t} WITH (UPDLOCK, SERIALIZABLE) SET [session] = %(data)s, [expires] = {expires}\n"
+            f"  WHERE {exact};\n"
+            "IF @@ROWCOUNT = 0\n"
+            f"    INSERT INTO {t} ([sid], [session], [expires]) VALUES (%(sid)s, %(data)s, {expires});\n"
+            "COMMIT TRANSACTION;\n"
+            "SET NOCOUNT OFF;"
+        ),
+        touch=f"UPDATE {t} SET [expires] = {expires} WHERE {exact} AND [expires] > {now}",
+        destroy=f"DELETE FROM {t} WHERE {exact}",
+        length=f"SELECT COUNT(*) FROM {t} WHERE [expires] > {now}",
+        all=f"SELECT [sid], [session], [expires] FROM {t} WHERE [expires] > {now} ORDER BY [sid]",
+        clear=f"DELETE TOP (%(batch)s) FROM {t}",
+        destroy_expired=f"DELETE TOP (%(batch)s) FROM {t} WHERE [expires] <= {now}",
+        delete_prefix=f"DELETE TOP (%(batch)s) FROM {t} WHERE [sid] LIKE %(pattern)s ESCAPE N'\\'",
+        keys_prefix=f"SELECT [sid] FROM {t} WHERE [sid] LIKE %(pattern)s ESCAPE N'\\' AND [expires] > {now}",
+        count_expired=f"SELECT COUNT(*) FROM {t} WHERE [expires] <= {now}",
+        table_stats=(
+            f"SELECT MIN([expires]), MAX([expires]), SUM(CAST(DATALENGTH([session]) AS bigint)) FROM {t}"
+        ),
+        server_time=f"SELECT {now}",
+        columns=(
+            "SELECT COLUMN_NAME, DATA_TYPE, CHARACTER_MAXIMUM_LENGTH, IS_NULLABLE "
+            "FROM INFORMATION_SCHEMA.COLUMNS "
+            "WHERE TABLE_SCHEMA = %(schema)s AND TABLE_NAME = %(name)s ORDER BY ORDINAL_POSITION"
+        ),
+        indexes=(
+            "SELECT i.name, i.is_primary_key, i.is_unique, ic.key_ordinal, "
+            "COL_NAME(ic.object_id, ic.column_id) AS column_name "
+            "FROM sys.indexes AS i JOIN sys.index_columns AS ic "
+            "ON ic.object_id = i.object_id AND ic.index_id = i.index_id "
+            "WHERE i.object_id = OBJECT_ID(%(object)s) ORDER BY i.name, ic.key_ordinal"
+        ),
+        getapplock=APPLOCK_SQL,
+        releaseapplock=APPUNLOCK_SQL,
+    )
+
+
+def _n_literal(text: str) -> str:
+    """An N'...' literal for DDL text (which cannot take parameters in CLI dry runs)."""
+    return "N'" + text.replace("'", "''") + "'"
+
+
+def index_name(table: TableName) -> str:
+    """``IX_<table>_expires``, trimmed to the 128-character identifier limit."""
+    return ("IX_" + table.name)[:116] + "_expires"
+
+
+def create_table_sql(table: TableName, memory_optimized: bool = False) -> str:
+    """Idempotent DDL for the sessions table and its ``expires`` index.
+
+    The memory-optimized variant (SQL Server 2016+/Azure SQL Premium) keeps rows in memory only
+    (``DURABILITY = SCHEMA_ONLY``: sessions are lost on restart, which is often acceptable for
+    sessions and caches) with a hash index on ``sid`` and a range index on ``expires``.
+    """
+    t = table.quoted
+    obj = _n_literal(t)
+    ix = index_name(table)
+    if memory_optimized:
+        return (
+            f"IF OBJECT_ID({obj}, N'U') IS NULL\n"
+            "BEGIN\n"
+            f"    CREATE TABLE {t} (\n"
+            "        [sid] nvarchar(255) COLLATE Latin1_General_100_BIN2 NOT NULL\n"
+            "            PRIMARY KEY NONCLUSTERED HASH WITH (BUCKET_COUNT = 1048576),\n"
+            "        [session] nvarchar(max) NOT NULL,\n"
+            "        [expires] datetime NOT NULL,\n"
+            f"        INDEX {quote_identifier(ix)} NONCLUSTERED ([expires])\n"
+            "    ) WITH (MEMORY_OPTIMIZED = ON, DURABILITY = SCHEMA_ONLY);\n"
+            "END;\n"
+        )
+    return (
+        f"IF OBJECT_ID({obj}, N'U') IS NULL\n"
+        "BEGIN\n"
+        f"    CREATE TABLE {t} (\n"
+        "        [sid] nvarchar(255) NOT NULL PRIMARY KEY,\n"
+        "        [session] nvarchar(max) NOT NULL,\n"
+        "        [expires] datetime NOT NULL\n"
+        "    );\n"
+        "END;\n"
+        f"IF INDEXPROPERTY(OBJECT_ID({obj}), {_n_literal(ix)}, 'IndexID') IS NULL\n"
+        f"    CREATE INDEX {quote_identifier(ix)} ON {t} ([expires]);\n"
+    )
+
+
+def drop_table_sql(table: TableName) -> str:
+    """Idempotent ``DROP TABLE`` (used by tests and the CLI)."""
+    return f"IF OBJECT_ID({_n_literal(table.quoted)}, N'U') IS NOT NULL DROP TABLE {table.quoted};"

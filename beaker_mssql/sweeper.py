@@ -1,0 +1,162 @@
+"""``auto_remove``: deleting expired rows in the background.
+
+Expired rows are already invisible (every read filters on ``expires``); sweeping only keeps the
+table small. One daemon thread per process and (connection, table), started on first use, so a
+web app with many workers and many namespace managers still runs one sweeper per process.
+
+* The first run comes after a random fraction of the interval and later runs are jittered by
+  +-10 %, so workers started together do not sweep together.
+* Each run takes ``sp_getapplock`` with ``@LockTimeout = 0``: across all processes at most one
+  sweep runs at a time; the others skip that round.
+* Rows go in ``DELETE TOP (auto_remove_batch_size)`` batches (default 1,000, below SQL Server's
+  5,000-lock escalation threshold) until a batch comes back short.
+* ``pre_remove_callback()`` runs first; if it raises, the sweep is skipped and the error reported.
+  ``auto_remove_callback(error_or_None, deleted_count)`` is called exactly once per run.
+* A failing run is logged and reported; the thread keeps going. ``store.close()`` and an atexit
+  hook stop it.
+
+Tests call :meth:`Sweeper.run_once` directly instead of waiting for the thread.
+"""
+
+from __future__ import annotations
+
+import atexit
+import random
+import threading
+from typing import TYPE_CHECKING, Optional
+
+from beaker_mssql.events import logger
+
+if TYPE_CHECKING:
+    from beaker_mssql.store import MSSQLStore
+
+__all__ = ["SWEEP_LOCK", "Sweeper", "stop_all", "sweeper_for"]
+
+SWEEP_LOCK = "auto_remove"
+
+_registry: dict[object, Sweeper] = {}
+_registry_lock = threading.Lock()
+
+
+class Sweeper:
+    """Periodically deletes expired rows through one of the stores registered with it."""
+
+    def __init__(self, store: MSSQLStore, interval: Optional[float] = None, start: bool = True) -> None:
+        self._stores: list[MSSQLStore] = [store]
+        self._lock = threading.Lock()
+        self.interval = float(interval if interval is not None else store.settings.auto_remove_interval)
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self.runs = 0
+        if start:
+            self.start()
+
+    @property
+    def store(self) -> Optional[MSSQLStore]:
+        with self._lock:
+            return self._stores[0] if self._stores else None
+
+    def add_store(self, store: MSSQLStore) -> None:
+        with self._lock:
+            if store not in self._stores:
+                self._stores.append(store)
+
+    def remove_store(self, store: MSSQLStore) -> None:
+        """Forget ``store``; the last one leaving stops the thread."""
+        with self._lock:
+            if store in self._stores:
+                self._stores.remove(store)
+            empty = not self._stores
+        if empty:
+            with _registry_lock:
+                for key, sweeper in list(_registry.items()):
+                    if sweeper is self:
+                        del _registry[key]
+            self.stop()
+
+    # -- the thread ---------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="beaker-mssql-sweeper", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread, waiting up to ``timeout`` seconds for a running sweep to finish."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _loop(self) -> None:
+        delay = random.uniform(0, self.interval)
+        while not self._stop.wait(delay):
+            try:
+                self.run_once()
+            except Exception:  # run_once reports its own errors; never let the thread die
+                logger.exception("beaker_mssql: sweeper run failed")
+            delay = self.interval * random.uniform(0.9, 1.1)
+
+    # -- one sweep ----------------------------------------------------------------------------
+    def run_once(self) -> Optional[int]:
+        """Sweep now. Returns the rows deleted, or None when skipped (another process sweeps, or
+        ``pre_remove_callback`` refused)."""
+        store = self.store
+        if store is None:
+            return None
+        settings = store.settings
+        self.runs += 1
+        deleted = 0
+        error: Optional[BaseException] = None
+        skipped = False
+        try:
+            if settings.pre_remove_callback is not None:
+                settings.pre_remove_callback()
+            lock = store.acquire_applock(SWEEP_LOCK, timeout_ms=0)
+            if lock is None:
+                skipped = True
+                logger.debug("beaker_mssql: another process is sweeping %s; skipping", settings.table.quoted)
+            else:
+                try:
+                    deleted = store.destroy_expired(settings.auto_remove_batch_size)
+                finally:
+                    lock.release()
+                logger.info("beaker_mssql: removed %d expired rows from %s", deleted, settings.table.quoted)
+        except Exception as exc:
+            error = exc
+            skipped = True
+            logger.warning("beaker_mssql: expired-row sweep of %s failed: %s", settings.table.quoted, exc)
+            store.events.emit("error", exc, "auto_remove")
+        if settings.auto_remove_callback is not None:
+            try:
+                settings.auto_remove_callback(error, deleted)
+            except Exception:
+                logger.exception("beaker_mssql: auto_remove_callback failed")
+        return None if skipped else deleted
+
+
+def sweeper_for(store: MSSQLStore, start: bool = True) -> Sweeper:
+    """The process-wide sweeper of ``store``'s (connection, table), created (and started) on demand."""
+    key = store.settings.pool_key
+    with _registry_lock:
+        sweeper = _registry.get(key)
+        if sweeper is None:
+            sweeper = _registry[key] = Sweeper(store, start=start)
+            return sweeper
+    sweeper.add_store(store)
+    return sweeper
+
+
+def stop_all() -> None:
+    """Stop every sweeper (registered with atexit)."""
+    with _registry_lock:
+        sweepers = list(_registry.values())
+        _registry.clear()
+    for sweeper in sweepers:
+        sweeper.stop(timeout=2.0)
+
+
+atexit.register(stop_all)

@@ -1,0 +1,225 @@
+"""Tokenizer for the T-SQL subset, plus the *shape key* used to cache parsed batches.
+
+pymssql interpolates parameters on the client, so consecutive requests for the same statement differ
+only in their literals. ``scan_literals`` finds the literals with one regex pass and returns the batch
+text with every literal replaced by a typed placeholder: that string keys the parse cache, and the
+literal values are bound at execution time. The full ``tokenize`` runs only on a cache miss.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional, Union
+
+from ..results import SQLError
+
+# Literal kinds (part of the shape key because they decide the static type of the literal).
+LIT_NSTR = "N"    # N'...'  -> nvarchar
+LIT_STR = "S"     # '...'   -> varchar
+LIT_INT = "I"     # fits int
+LIT_BIGINT = "B"  # fits bigint
+LIT_DEC = "D"     # 1.5 (numeric in SQL Server; float here)
+LIT_FLOAT = "F"   # 1e3
+LIT_HEX = "X"     # 0x00ff -> varbinary
+
+LiteralValue = Union[str, int, float, bytes]
+
+_TOKEN_RE = re.compile(
+    r"""
+    (?P<ws>\s+)
+  | (?P<mark>\x00(?P<mk>[A-Za-z]+)(?P<mn>\d*)\x00)
+  | (?P<lc>--[^\n]*)
+  | (?P<bc>/\*)
+  | (?P<nstr>[Nn]'(?:[^']|'')*')
+  | (?P<str>'(?:[^']|'')*')
+  | (?P<badstr>[Nn]?'(?:[^']|'')*$)
+  | (?P<hex>0[xX][0-9a-fA-F]*)
+  | (?P<num>(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?)
+  | (?P<br>\[(?:[^\]]|\]\])*\])
+  | (?P<badbr>\[(?:[^\]]|\]\])*$)
+  | (?P<dq>"(?:[^"]|"")*")
+  | (?P<gvar>@@[\w@$#]+)
+  | (?P<var>@[\w@$#]*)
+  | (?P<id>[^\W\d][\w@$#]*|\#[\w@$#]*)
+  | (?P<op><>|!=|<=|>=|!<|!>|[-+*/%=<>(),.;~&|^{}:])
+  | (?P<bad>.)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+
+_LITERAL_GROUPS = frozenset({"nstr", "str", "hex", "num"})
+
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
+
+
+@dataclass
+class Token:
+    kind: str            # 'id', 'qid', 'lit', 'var', 'gvar', 'op', 'eof'
+    value: str           # identifier text (unquoted), operator, upper-cased keyword in ``upper``
+    line: int
+    upper: str = ""      # for 'id': value.upper(); for 'op': the operator
+    pos: int = 0         # offset in the shape key
+    end: int = 0
+    slot: int = -1       # for 'lit': index into the literal list
+    lit_kind: str = ""   # for 'lit': LIT_*
+    raw: str = ""        # source text (for error messages)
+
+
+def _syntax_near(text: str, line: int) -> SQLError:
+    return SQLError(102, f"Incorrect syntax near '{text}'.", 15, 1, line)
+
+
+def _literal(group: str, text: str) -> tuple[str, LiteralValue]:
+    if group == "nstr":
+        return LIT_NSTR, text[2:-1].replace("''", "'")
+    if group == "str":
+        return LIT_STR, text[1:-1].replace("''", "'")
+    if group == "hex":
+        digits = text[2:]
+        if len(digits) % 2:
+            digits = "0" + digits
+        return LIT_HEX, bytes.fromhex(digits)
+    # number
+    if "e" in text or "E" in text:
+        return LIT_FLOAT, float(text)
+    if "." in text:
+        return LIT_DEC, float(text)
+    value = int(text)
+    if value <= INT_MAX:
+        return LIT_INT, value
+    if value <= BIGINT_MAX:
+        return LIT_BIGINT, value
+    return LIT_DEC, float(value)
+
+
+def _skip_block_comment(text: str, pos: int, line: int) -> tuple[int, int]:
+    """``pos`` is just after an opening ``/*``; T-SQL block comments nest."""
+    depth = 1
+    n = len(text)
+    while depth:
+        star = text.find("*/", pos)
+        open_ = text.find("/*", pos)
+        if star < 0:
+            raise SQLError(113, "Missing end comment mark '*/'.", 15, 1, line)
+        if 0 <= open_ < star:
+            depth += 1
+            pos = open_ + 2
+        else:
+            depth -= 1
+            pos = star + 2
+    del n
+    return pos, line
+
+
+def scan_literals(text: str) -> tuple[str, list[LiteralValue], list[str]]:
+    """Return (shape key, literal values, literal source texts). Raises SQLError for unterminated strings."""
+    parts: list[str] = []
+    values: list[LiteralValue] = []
+    raws: list[str] = []
+    last = 0
+    pos = 0
+    n = len(text)
+    match = _TOKEN_RE.match
+    while pos < n:
+        m = match(text, pos)
+        assert m is not None
+        group = m.lastgroup
+        end = m.end()
+        if group in _LITERAL_GROUPS:
+            raw = m.group()
+            kind, value = _literal(group, raw)  # type: ignore[arg-type]
+            parts.append(text[last:pos])
+            nl = raw.count("\n")
+            if kind in (LIT_NSTR, LIT_STR, LIT_HEX) and len(value) > (  # type: ignore[arg-type]
+                    4000 if kind == LIT_NSTR else 8000):
+                kind += "m"
+            parts.append(f"\x00{kind}{nl}\x00" if nl else f"\x00{kind}\x00")
+            values.append(value)
+            raws.append(raw)
+            last = end
+        elif group == "bc":
+            line = text.count("\n", 0, pos) + 1
+            end, _ = _skip_block_comment(text, end, line)
+        elif group == "badstr":
+            line = text.count("\n", 0, pos) + 1
+            raw = m.group()
+            body = raw[2:] if raw[0] in "Nn" else raw[1:]
+            raise SQLError(105, f"Unclosed quotation mark after the character string '{body}'.", 15, 1, line)
+        pos = end
+    parts.append(text[last:])
+    return "".join(parts), values, raws
+
+
+def tokenize(text: str) -> list[Token]:
+    """Full tokenization (cache miss path). Literal tokens carry their slot in ``scan_literals`` order."""
+    tokens: list[Token] = []
+    pos = 0
+    line = 1
+    n = len(text)
+    slot = 0
+    match = _TOKEN_RE.match
+    append = tokens.append
+    while pos < n:
+        m = match(text, pos)
+        assert m is not None
+        group = m.lastgroup
+        raw = m.group()
+        end = m.end()
+        if group == "ws" or group == "lc":
+            pass
+        elif group == "mark":
+            kind = m.group("mk")
+            append(Token("lit", "", line, "", pos, end, slot=slot, lit_kind=kind.rstrip("m")))
+            slot += 1
+            nl = m.group("mn")
+            if nl:
+                line += int(nl)
+        elif group == "bc":
+            end, _ = _skip_block_comment(text, end, line)
+            raw = text[pos:end]
+        elif group == "id":
+            append(Token("id", raw, line, raw.upper(), pos, end, raw=raw))
+        elif group in _LITERAL_GROUPS:
+            kind, _value = _literal(group, raw)  # type: ignore[arg-type]
+            shown = raw
+            if group == "nstr":
+                shown = raw[2:-1]
+            elif group == "str":
+                shown = raw[1:-1]
+            append(Token("lit", raw, line, "", pos, end, slot=slot, lit_kind=kind, raw=shown))
+            slot += 1
+        elif group == "br":
+            name = raw[1:-1].replace("]]", "]")
+            append(Token("qid", name, line, name.upper(), pos, end, raw=raw))
+        elif group == "dq":
+            name = raw[1:-1].replace('""', '"')
+            append(Token("qid", name, line, name.upper(), pos, end, raw=raw))
+        elif group == "var":
+            append(Token("var", raw, line, raw.upper(), pos, end, raw=raw))
+        elif group == "gvar":
+            append(Token("gvar", raw, line, raw.upper(), pos, end, raw=raw))
+        elif group == "op":
+            append(Token("op", raw, line, raw, pos, end, raw=raw))
+        elif group == "badstr":
+            body = raw[2:] if raw[0] in "Nn" else raw[1:]
+            raise SQLError(105, f"Unclosed quotation mark after the character string '{body}'.", 15, 1, line)
+        elif group == "badbr":
+            raise SQLError(
+                105, f"Unclosed quotation mark after the character string '{raw[1:]}'.", 15, 1, line
+            )
+        else:
+            raise _syntax_near(raw, line)
+        line += raw.count("\n")
+        pos = end
+    append(Token("eof", "", line, "", n, n, raw=""))
+    return tokens
+
+
+MARKER_RE = re.compile("\x00[A-Za-z]+\\d*\x00")
+
+
+def literal_values(text: str) -> Optional[list[LiteralValue]]:
+    """Convenience for tests: the literal values of a batch."""
+    return scan_literals(text)[1]

@@ -1,0 +1,159 @@
+"""Fault injection for the stand-in: make it fail the way a real SQL Server sometimes does.
+
+Retry loops, pool invalidation and error mapping can only be tested if the failures are
+reproducible; these switches make them happen on the next login, request or matching statement.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+from typing import Optional
+
+from .results import SQLError
+
+# number -> (severity, state, text); "{0}" is filled with a context word (object, database, user).
+KNOWN_ERRORS: dict[int, tuple[int, int, str]] = {
+    102: (15, 1, "Incorrect syntax near '{0}'."),
+    156: (15, 1, "Incorrect syntax near the keyword '{0}'."),
+    207: (16, 1, "Invalid column name '{0}'."),
+    208: (16, 1, "Invalid object name '{0}'."),
+    515: (16, 2, "Cannot insert the value NULL into column '{0}'; column does not allow nulls. "
+                 "INSERT fails."),
+    1205: (13, 51, "Transaction (Process ID {0}) was deadlocked on lock resources with another process "
+                   "and has been chosen as the deadlock victim. Rerun the transaction."),
+    1222: (16, 45, "Lock request time out period exceeded."),
+    2601: (14, 1, "Cannot insert duplicate key row in object '{0}' with unique index 'IX'. "
+                  "The duplicate key value is (?)."),
+    2627: (14, 1, "Violation of PRIMARY KEY constraint 'PK'. Cannot insert duplicate key in object '{0}'. "
+                  "The duplicate key value is (?)."),
+    2628: (16, 1, "String or binary data would be truncated in table '{0}', column '?'. "
+                  "Truncated value: '?'."),
+    4060: (11, 1, 'Cannot open database "{0}" requested by the login. The login failed.'),
+    18456: (14, 1, "Login failed for user '{0}'."),
+    40197: (20, 1, "The service has encountered an error processing your request. Please try again."),
+    40501: (20, 1, "The service is currently busy. Retry the request after 10 seconds."),
+    40613: (17, 1, "Database '{0}' on server 'standin' is not currently available. "
+                   "Please retry the connection later."),
+}
+
+
+def make_error(number: int, context: str = "?", message: Optional[str] = None) -> SQLError:
+    """An SQLError with SQL Server's severity, state and wording for ``number`` (generic if unknown)."""
+    severity, state, text = KNOWN_ERRORS.get(
+        number, (16, 1, f"Error {number} injected by the stand-in's fault switches."))
+    return SQLError(number, message if message is not None else text.format(context), severity, state)
+
+
+@dataclass
+class _ErrorRule:
+    number: int
+    remaining: Optional[int]  # None: every time
+    pattern: Optional[re.Pattern[str]]
+    message: Optional[str]
+
+
+class Faults:
+    """Switches the server consults on every login, request and statement. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._refuse_remaining: Optional[int] = 0
+        self._refuse_number = 18456
+        self._drop_remaining = 0
+        self._errors: list[_ErrorRule] = []
+        self._latency = 0.0
+
+    # -- the switches -------------------------------------------------------------------------------
+
+    def refuse_logins(self, times: Optional[int] = None, number: int = 18456, *,
+                      n: Optional[int] = None) -> None:
+        """Fail the next ``times`` logins (None: all, until clear()) with error ``number``.
+
+        18456 looks like a wrong password, 4060 like a missing database, 40613 like Azure failing over.
+        ``n`` is an alias of ``times``.
+        """
+        if n is not None:
+            times = n
+        with self._lock:
+            self._refuse_remaining = times
+            self._refuse_number = number
+
+    def drop_next_request(self, times: int = 1, *, n: Optional[int] = None) -> None:
+        """Close the connection, without answering, when each of the next ``times`` requests arrives."""
+        if n is not None:
+            times = n
+        with self._lock:
+            self._drop_remaining = times
+
+    def raise_error(self, number: int, times: Optional[int] = 1, pattern: Optional[str] = None,
+                    message: Optional[str] = None) -> None:
+        """Make the next ``times`` statements (matching regex ``pattern``, any case) fail with ``number``.
+
+        The error goes through the engine's normal error path, so 1205 rolls the transaction back and
+        aborts the batch exactly like a real deadlock victim. ``times=None`` keeps failing until clear().
+        """
+        rule = _ErrorRule(number, times, re.compile(pattern, re.IGNORECASE | re.DOTALL) if pattern else None,
+                          message)
+        with self._lock:
+            self._errors.append(rule)
+
+    def latency(self, seconds: float) -> None:
+        """Delay every request by ``seconds`` before it runs (0 turns it off)."""
+        with self._lock:
+            self._latency = max(0.0, float(seconds))
+
+    def clear(self) -> None:
+        """Turn every fault off."""
+        with self._lock:
+            self._refuse_remaining = 0
+            self._refuse_number = 18456
+            self._drop_remaining = 0
+            self._errors.clear()
+            self._latency = 0.0
+
+    # -- what the server asks -----------------------------------------------------------------------
+
+    def take_login_refusal(self, user: str, database: str) -> Optional[SQLError]:
+        """The error to refuse this login with, consuming one refusal, or None."""
+        with self._lock:
+            remaining = self._refuse_remaining
+            if remaining is not None and remaining <= 0:
+                return None
+            if remaining is not None:
+                self._refuse_remaining = remaining - 1
+            number = self._refuse_number
+        return make_error(number, user if number == 18456 else database)
+
+    def take_drop(self) -> bool:
+        """True if this request should be answered by closing the connection."""
+        with self._lock:
+            if self._drop_remaining > 0:
+                self._drop_remaining -= 1
+                return True
+            return False
+
+    def statement_error(self, sql_text: str, spid: int) -> Optional[SQLError]:
+        """The injected error for this statement, consuming one use of the first matching rule, or None."""
+        with self._lock:
+            if not self._errors:
+                return None
+            for rule in self._errors:
+                if rule.pattern is not None and not rule.pattern.search(sql_text):
+                    continue
+                if rule.remaining is not None:
+                    rule.remaining -= 1
+                    if rule.remaining <= 0:
+                        self._errors.remove(rule)
+                return make_error(rule.number, str(spid) if rule.number == 1205 else "?", rule.message)
+            return None
+
+    @property
+    def request_latency(self) -> float:
+        return self._latency
+
+    @property
+    def active(self) -> bool:
+        """Whether any switch is on (cheap check for the hot path)."""
+        return bool(self._refuse_remaining != 0 or self._drop_remaining or self._errors or self._latency)

@@ -1,0 +1,677 @@
+"""SQLServerStandIn: a TDS listener on 127.0.0.1 in front of the in-process T-SQL engine.
+
+Why threads and not asyncio: the engine blocks (lock waits), and an ATTENTION packet must be read
+*while* a batch is blocked, so each connection gets one reader thread (socket -> queue, flags
+cancellation) and one worker thread (queue -> engine -> socket). Nothing is spawned per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import secrets
+import signal
+import socket
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, cast
+from urllib.parse import quote, unquote, urlsplit
+
+from . import tds
+from .clock import Clock
+from .faults import Faults, make_error
+from .results import Done, Event, Message, ResultSet, SQLError
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+log = logging.getLogger("beaker_mssql.testing")
+
+SERVER_NAME = "STANDIN"
+
+
+class _SessionLike(Protocol):
+    """The part of engine.EngineSession the wire layer uses (lets dev scripts plug in a fake engine)."""
+
+    session_id: int
+    database: str
+
+    def execute(self, batch: str, cancel: Optional[threading.Event] = None) -> list[Event]: ...
+
+    def close(self) -> None: ...
+
+
+class _EngineLike(Protocol):
+    def connect(self, database: Optional[str] = None, login: str = "sa") -> Any: ...
+
+    def close(self) -> None: ...
+
+
+EngineFactory = Callable[[Clock, str, Optional[str], Any], _EngineLike]
+
+
+def _default_engine_factory(clock: Clock, database: str, data_file: Optional[str], hooks: Any) -> _EngineLike:
+    from .engine import Engine
+
+    engine: Engine = Engine(clock, database=database, data_file=data_file, hooks=hooks)
+    return engine
+
+
+def _cancelled_types() -> tuple[type[BaseException], ...]:
+    try:
+        from .engine import Cancelled
+    except ImportError:  # pragma: no cover - only while the engine package is missing
+        return ()
+    return (Cancelled,)
+
+
+def _new_counters() -> dict[str, int]:
+    return {"requests": 0, "statements": 0, "bytes_in": 0, "bytes_out": 0}
+
+
+class _Connection:
+    """One client socket: a reader thread, a worker thread, and the EngineSession after login."""
+
+    def __init__(self, server: SQLServerStandIn, sock: socket.socket, number: int) -> None:
+        self.server = server
+        self.sock = sock
+        self.number = number
+        self.cancel = threading.Event()
+        self.inbox: queue.SimpleQueue[Optional[tuple[int, bytes]]] = queue.SimpleQueue()
+        self.session: Optional[_SessionLike] = None
+        self.spid = 0
+        self.tds_version = tds.TDS74
+        self.packet_size = tds.DEFAULT_PACKET_SIZE
+        self.counters = _new_counters()
+        self.info: dict[str, Any] = {}
+        self.closed = threading.Event()
+        self._close_lock = threading.Lock()
+        self.reader = threading.Thread(target=self._read_loop, name=f"standin-read-{number}", daemon=True)
+        self.worker = threading.Thread(target=self._work_loop, name=f"standin-work-{number}", daemon=True)
+
+    def start(self) -> None:
+        self.reader.start()
+        self.worker.start()
+
+    # -- reader ---------------------------------------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        """Socket -> inbox. ATTENTION flags the cancel event at once so a blocked batch stops."""
+        sock = self.sock
+        buf = bytearray()
+        message: list[bytes] = []
+        message_type = -1
+        try:
+            while True:
+                while len(buf) < tds.HEADER_SIZE:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                ptype, status, length = tds.parse_header(bytes(buf[:tds.HEADER_SIZE]))
+                while len(buf) < length:
+                    data = sock.recv(max(65536, length - len(buf)))
+                    if not data:
+                        return
+                    buf += data
+                payload = bytes(buf[tds.HEADER_SIZE:length])
+                del buf[:length]
+                self.counters["bytes_in"] += length
+                if ptype == tds.PKT_ATTENTION:
+                    self.cancel.set()
+                    self.inbox.put((ptype, b""))
+                    continue
+                if message and ptype != message_type:
+                    raise tds.ProtocolError("packet type changed inside a message")
+                message_type = ptype
+                message.append(payload)
+                if status & tds.STATUS_EOM:
+                    whole = message[0] if len(message) == 1 else b"".join(message)
+                    message = []
+                    self.inbox.put((ptype, whole))
+        except (OSError, tds.ProtocolError) as exc:
+            if not self.closed.is_set():
+                log.debug("connection %d: reader stops: %s", self.number, exc)
+        finally:
+            self.cancel.set()  # a vanished client must not leave its batch waiting on a lock
+            self.inbox.put(None)
+
+    # -- worker ---------------------------------------------------------------------------------------
+
+    def _work_loop(self) -> None:
+        try:
+            while True:
+                item = self.inbox.get()
+                if item is None:
+                    return
+                ptype, payload = item
+                if ptype == tds.PKT_SQL_BATCH:
+                    if not self._batch(payload):
+                        return
+                elif ptype == tds.PKT_ATTENTION:
+                    self.server._count("attentions")
+                    self.cancel.clear()
+                    self._send(tds.done(tds.DONE_ATTN))
+                elif ptype == tds.PKT_PRELOGIN:
+                    self._prelogin(payload)
+                elif ptype == tds.PKT_LOGIN7:
+                    if not self._login(payload):
+                        return
+                else:
+                    self._count_request()
+                    self._send(tds.message_token(
+                        Message(50000, 16, 1, f"The stand-in does not support TDS packet type {ptype} "
+                                              "(RPC, bulk load, transaction manager): send SQL batches."),
+                        SERVER_NAME) + tds.done(tds.DONE_ERROR))
+        except (OSError, tds.ProtocolError) as exc:
+            if not self.closed.is_set():
+                log.debug("connection %d: worker stops: %s", self.number, exc)
+        except Exception:  # a bug in the stand-in: log it loudly, drop the client
+            log.exception("connection %d: stand-in failure", self.number)
+        finally:
+            self.close()
+
+    def _send(self, payload: bytes) -> None:
+        data = tds.packetize(tds.PKT_TABULAR, payload, self.packet_size, self.spid)
+        self.counters["bytes_out"] += len(data)
+        self.sock.sendall(data)
+
+    def _prelogin(self, payload: bytes) -> None:
+        options = tds.parse_prelogin(payload)
+        self.info["client_encryption"] = options.get(tds.PL_ENCRYPTION, b"\x00")[:1].hex()
+        self._send(tds.build_prelogin_response(tds.ENCRYPT_NOT_SUP))
+
+    def _login(self, payload: bytes) -> bool:
+        """LOGIN7 -> LOGINACK and friends, or ERROR 18456/4060/... and a closed socket."""
+        server = self.server
+        login = tds.parse_login7(payload)
+        self.tds_version = tds.negotiate_tds_version(login.tds_version)
+        errors: list[SQLError] = []
+        refusal = server.faults.take_login_refusal(login.user, login.database)
+        if refusal is not None:
+            errors.append(refusal)
+        elif not server._check_credentials(login.user, login.password):
+            errors.append(make_error(18456, login.user))
+        else:
+            try:
+                self.session = server._engine_connect(login.database or None, login.user)
+            except SQLError as exc:
+                # SQL Server adds 18456 after 4060; pymssql would then report 18456 and hide the
+                # useful number, so the stand-in sends only the database error.
+                errors.append(exc)
+        if errors:
+            server._count_login(ok=False, error=errors[0].number)
+            self._send(b"".join(tds.message_token(e.to_message(), SERVER_NAME) for e in errors)
+                       + tds.done(tds.DONE_ERROR))
+            log.info("refused login of %r (error %d)", login.user, errors[0].number)
+            return False
+        assert self.session is not None
+        self.spid = self.session.session_id
+        self.info.update(user=login.user, app_name=login.app_name, host_name=login.hostname,
+                         database=self.session.database, tds_version=f"0x{self.tds_version:08X}")
+        packet_size = tds.negotiate_packet_size(login.packet_size)
+        self._send(tds.login_response(self.session.database, packet_size, self.tds_version, SERVER_NAME))
+        self.packet_size = packet_size
+        server._register(self)
+        server._count_login(ok=True)
+        return True
+
+    def _count_request(self) -> None:
+        self.counters["requests"] += 1
+        self.server._count("requests")
+
+    def _batch(self, payload: bytes) -> bool:
+        """Run one SQL batch; False means the connection is to be dropped."""
+        server = self.server
+        self._count_request()
+        session = self.session
+        if session is None:
+            raise tds.ProtocolError("SQL batch before login")
+        sql = tds.sql_batch_text(payload, self.tds_version)
+        if server.log_sql:
+            server._log_sql(sql)
+        faults = server.faults
+        if faults.active:
+            if faults.take_drop():
+                log.info("connection %d: dropping the connection on request (fault)", self.number)
+                return False
+            delay = faults.request_latency
+            if delay > 0:
+                self.cancel.wait(delay)
+        if self.cancel.is_set():
+            return True  # cancelled before it ran: the queued ATTENTION gets the only answer
+        try:
+            events = session.execute(sql, self.cancel)
+        except server._cancelled as exc:
+            log.debug("connection %d: batch cancelled: %s", self.number, exc)
+            return True
+        except SQLError as exc:
+            events = [exc.to_message(), Done(error=True)]
+        except Exception as exc:
+            if self.cancel.is_set():
+                return True
+            log.exception("connection %d: engine failure on %r", self.number, sql[:200])
+            events = [Message(50000, 16, 1, f"Stand-in engine failure: {type(exc).__name__}: {exc}"),
+                      Done(error=True)]
+        self._send(tds.encode_events(events, SERVER_NAME))
+        return True
+
+    def close(self) -> None:
+        """Close the socket; the worker then closes the engine session (rolling back an open transaction).
+
+        Called from any thread; waits (briefly) for the worker so that after stop() no transaction of a
+        dropped client is still holding locks.
+        """
+        with self._close_lock:
+            first = not self.closed.is_set()
+            self.closed.set()
+        if first:
+            self.cancel.set()
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.sock.close()
+        if threading.current_thread() is self.worker or not self.worker.is_alive():
+            self._release()
+        else:
+            self.worker.join(5)
+            if self.worker.is_alive():
+                log.warning("connection %d: worker still busy 5 s after close", self.number)
+
+    def _release(self) -> None:
+        with self._close_lock:
+            session, self.session = self.session, None
+        if session is not None:
+            try:
+                session.close()
+            except Exception:
+                log.exception("connection %d: closing the engine session failed", self.number)
+        self.server._unregister(self)
+
+
+class _Hooks:
+    """EngineHooks: counts statements and applies raise_error faults before each one runs."""
+
+    def __init__(self, server: SQLServerStandIn) -> None:
+        self._server = server
+
+    def before_statement(self, session: Any, sql_text: str) -> None:
+        self._server._before_statement(session, sql_text)
+
+
+class SQLServerStandIn:
+    """A SQL Server look-alike that pymssql logs into over TCP; the data lives in-process.
+
+    Use it as a context manager, through the pytest fixtures, or with ``run_standin`` from the CLI.
+    ``stop()``/``start()`` restart the listener on the same port and keep the data, which is how tests
+    simulate a server restart or failover.
+    """
+
+    def __init__(self, port: int = 0, database: str = "test", user: str = "sa",
+                 password: Optional[str] = None, data_file: Optional[str] = None,
+                 utc_offset: Optional[timedelta] = None, host: str = "127.0.0.1",
+                 users: Optional[dict[str, str]] = None, log_sql: bool = False,
+                 *, engine_factory: Optional[EngineFactory] = None) -> None:
+        self.host = host
+        self.port = port
+        self.database = database
+        self.user = user
+        self.password = password if password is not None else "Si-" + secrets.token_urlsafe(12)
+        self.data_file = data_file
+        self.log_sql = log_sql
+        self.sql_log: list[str] = []
+        self.clock = Clock(utc_offset)
+        self._initial_utc_offset = self.clock.utc_offset
+        self.faults = Faults()
+        self.is_standin = True
+        self._credentials = {user.lower(): self.password}
+        for name, secret in (users or {}).items():
+            self._credentials[name.lower()] = secret
+        self._engine_factory: EngineFactory = engine_factory or _default_engine_factory
+        self._engine: Optional[_EngineLike] = None
+        self._cancelled: tuple[type[BaseException], ...] = ()
+        self._lock = threading.Lock()
+        self._listener: Optional[socket.socket] = None
+        self._accept_thread: Optional[threading.Thread] = None
+        self._connections: set[_Connection] = set()
+        self._by_spid: dict[int, _Connection] = {}
+        self._totals = {"logins": 0, "login_failures": 0, "requests": 0, "statements": 0, "connections": 0,
+                        "attentions": 0, "last_login_error": 0}
+        self._per_connection: dict[int, dict[str, Any]] = {}
+        self._conn_numbers = 0
+        self._backdoor: Optional[_SessionLike] = None
+        self._backdoor_lock = threading.Lock()
+
+    # -- lifecycle --------------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._listener is not None
+
+    @property
+    def engine(self) -> Engine:
+        """The in-process engine (created on first start; kept across stop()/start())."""
+        if self._engine is None:
+            self._engine = self._engine_factory(self.clock, self.database, self.data_file, _Hooks(self))
+            self._cancelled = _cancelled_types()
+        return cast("Engine", self._engine)
+
+    def start(self) -> SQLServerStandIn:
+        """Listen (again) on ``port``; the first start picks a free port when ``port`` is 0."""
+        if self._listener is not None:
+            return self
+        self.engine  # noqa: B018 - create it before the first client can arrive
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind((self.host, self.port))
+            listener.listen(128)
+        except OSError:
+            listener.close()
+            raise
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        self._accept_thread = threading.Thread(target=self._accept_loop, args=(listener,),
+                                               name=f"standin-accept-{self.port}", daemon=True)
+        self._accept_thread.start()
+        log.info("SQL Server stand-in listening on %s:%d", self.host, self.port)
+        return self
+
+    def stop(self) -> None:
+        """Stop listening and drop every connection (their open transactions roll back); keep the data."""
+        listener, self._listener = self._listener, None
+        if listener is None:
+            return
+        try:
+            listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() on Linux
+        except OSError:
+            pass
+        listener.close()
+        if self._accept_thread is not None:
+            self._accept_thread.join(5)
+            self._accept_thread = None
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            conn.close()
+
+    def close(self) -> None:
+        """stop() and close the engine (which writes ``data_file`` if there is one)."""
+        self.stop()
+        with self._backdoor_lock:
+            if self._backdoor is not None:
+                self._backdoor.close()
+                self._backdoor = None
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+    def __enter__(self) -> SQLServerStandIn:
+        return self.start()
+
+    def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
+        self.close()
+
+    def _accept_loop(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                sock, _addr = listener.accept()
+            except OSError:
+                return  # listener closed by stop()
+            if self._listener is not listener:
+                sock.close()
+                return
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                self._conn_numbers += 1
+                conn = _Connection(self, sock, self._conn_numbers)
+                self._connections.add(conn)
+                self._totals["connections"] += 1
+            conn.start()
+
+    # -- what connections call --------------------------------------------------------------------------
+
+    def _check_credentials(self, user: str, password: str) -> bool:
+        expected = self._credentials.get(user.lower())
+        return expected is not None and secrets.compare_digest(expected.encode(), password.encode())
+
+    def _engine_connect(self, database: Optional[str], login: str) -> _SessionLike:
+        session: _SessionLike = self.engine.connect(database, login=login)
+        return session
+
+    def _register(self, conn: _Connection) -> None:
+        with self._lock:
+            self._by_spid[conn.spid] = conn
+            entry: dict[str, Any] = {"open": True}
+            entry.update(conn.info)
+            entry["counters"] = conn.counters
+            self._per_connection[conn.spid] = entry
+
+    def _unregister(self, conn: _Connection) -> None:
+        with self._lock:
+            self._connections.discard(conn)
+            if self._by_spid.get(conn.spid) is conn:
+                del self._by_spid[conn.spid]
+            entry = self._per_connection.get(conn.spid)
+            if entry is not None and entry.get("counters") is conn.counters:
+                entry["open"] = False
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._totals[name] += n
+
+    def _count_login(self, ok: bool, error: Optional[int] = None) -> None:
+        with self._lock:
+            self._totals["logins" if ok else "login_failures"] += 1
+            if error is not None:
+                self._totals["last_login_error"] = error
+
+    def _log_sql(self, sql: str) -> None:
+        with self._lock:
+            self.sql_log.append(sql)
+
+    def _before_statement(self, session: Any, sql_text: str) -> None:
+        if session is self._backdoor:
+            return  # the back door is invisible to counters and faults
+        spid = getattr(session, "session_id", 0)
+        conn = self._by_spid.get(spid)
+        if conn is not None:
+            conn.counters["statements"] += 1
+        self._count("statements")
+        if self.faults.active:
+            error = self.faults.statement_error(sql_text, spid)
+            if error is not None:
+                raise error
+
+    # -- public helpers ---------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """``mssql://user:password@host:port/database`` (contains the password: do not log it)."""
+        credentials = f"{quote(self.user, safe='')}:{quote(self.password, safe='')}"
+        return f"mssql://{credentials}@{self.host}:{self.port}/{self.database}"
+
+    def connect(self, **kwargs: Any) -> Any:
+        """A pymssql connection to this server (keyword arguments go to ``pymssql.connect``)."""
+        import pymssql
+
+        params: dict[str, Any] = {"server": self.host, "port": str(self.port), "user": self.user,
+                                  "password": self.password, "database": self.database}
+        params.update(kwargs)
+        return pymssql.connect(**params)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since start or the last reset_stats(); ``per_connection`` is keyed by SPID."""
+        with self._lock:
+            result: dict[str, Any] = dict(self._totals)
+            result["connections_open"] = len(self._by_spid)
+            per: dict[int, dict[str, Any]] = {}
+            for spid, entry in self._per_connection.items():
+                item = {k: v for k, v in entry.items() if k != "counters"}
+                item.update(entry["counters"])
+                per[spid] = item
+            result["per_connection"] = per
+            totals_io = [e["counters"] for e in self._per_connection.values()]
+        result["bytes_in"] = sum(c["bytes_in"] for c in totals_io)
+        result["bytes_out"] = sum(c["bytes_out"] for c in totals_io)
+        return result
+
+    def reset_stats(self) -> None:
+        """Zero every counter, forget closed connections, clear ``sql_log``."""
+        with self._lock:
+            for key in self._totals:
+                self._totals[key] = 0
+            self._per_connection = {spid: entry for spid, entry in self._per_connection.items()
+                                    if entry["open"]}
+            for entry in self._per_connection.values():
+                counters = entry["counters"]
+                for key in counters:
+                    counters[key] = 0
+            self.sql_log.clear()
+
+    def reset(self) -> None:
+        """Between tests: faults off, counters zero, clock on real time with its first offset; data kept."""
+        self.faults.clear()
+        reset_clock(self.clock, self._initial_utc_offset)
+        self.reset_stats()
+
+    def wait_for_connections(self, count: int = 0, timeout: float = 5.0) -> bool:
+        """Wait until ``connections_open`` == ``count``; True if it got there.
+
+        A client's close() returns before the server has seen the socket go, so tests that count
+        connections (or need a dropped client's transaction rolled back) wait here first.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                open_now = len(self._connections)
+            if open_now == count:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+
+    def execute(self, sql: str) -> list[tuple[Any, ...]]:
+        """Run ``sql`` in-process on a private autocommit session: the rows of every result set.
+
+        A back door for fixtures and assertions that must not show up in the counters or be hit by faults.
+        Raises SQLError on the first error message.
+        """
+        with self._backdoor_lock:
+            if self._backdoor is None:
+                self._backdoor = self._engine_connect(self.database, self.user)
+            events = self._backdoor.execute(sql)
+        rows: list[tuple[Any, ...]] = []
+        for event in events:
+            if isinstance(event, Message) and event.is_error:
+                raise SQLError(event.number, event.text, event.severity, event.state, event.line)
+            if isinstance(event, ResultSet):
+                rows.extend(event.rows)
+        return rows
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return (f"<SQLServerStandIn mssql://{self.user}:***@{self.host}:{self.port}/{self.database} "
+                f"{state}>")
+
+    __str__ = __repr__
+
+
+class RealServer:
+    """The same surface as SQLServerStandIn for a real SQL Server named by a URL (no clock, faults, stats)."""
+
+    is_standin = False
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mssql", "mssql+pymssql", "sqlserver"):
+            raise ValueError("a SQL Server URL looks like mssql://user:password@host:1433/database")
+        self.url = url
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 1433
+        self.user = unquote(parts.username or "sa")
+        self.password = unquote(parts.password or "")
+        self.database = parts.path.lstrip("/") or "master"
+
+    def connect(self, **kwargs: Any) -> Any:
+        import pymssql
+
+        params: dict[str, Any] = {"server": self.host, "port": str(self.port), "user": self.user,
+                                  "password": self.password, "database": self.database}
+        params.update(kwargs)
+        return pymssql.connect(**params)
+
+    def execute(self, sql: str) -> list[tuple[Any, ...]]:
+        """Run ``sql`` with autocommit; the rows of every result set."""
+        conn = self.connect(autocommit=True)
+        try:
+            cursor = conn.cursor()
+            cursor.execute(sql)
+            rows: list[tuple[Any, ...]] = []
+            while True:
+                if cursor.description is not None:
+                    rows.extend(tuple(r) for r in cursor.fetchall())
+                if not cursor.nextset():
+                    break
+            return rows
+        finally:
+            conn.close()
+
+    def start(self) -> RealServer:
+        return self
+
+    def stop(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"<RealServer mssql://{self.user}:***@{self.host}:{self.port}/{self.database}>"
+
+    __str__ = __repr__
+
+
+def run_standin(host: str = "127.0.0.1", port: int = 14330, database: str = "test", user: str = "sa",
+                password: Optional[str] = None, data_file: Optional[str] = None,
+                utc_offset: Optional[timedelta] = None, log_sql: bool = False,
+                ready: Optional[Callable[[SQLServerStandIn], None]] = None,
+                stop_event: Optional[threading.Event] = None) -> int:
+    """Serve until SIGINT/SIGTERM (or ``stop_event``); print the URL once to stdout. Returns an exit code.
+
+    The CLI's ``beaker-mssql standin`` calls this. The URL line is the only thing printed, so scripts
+    can read it (``url=$(beaker-mssql standin | head -1)``).
+    """
+    done_event = stop_event or threading.Event()
+    server = SQLServerStandIn(port=port, database=database, user=user, password=password,
+                              data_file=data_file, utc_offset=utc_offset, host=host, log_sql=log_sql)
+    previous: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, lambda _s, _f: done_event.set())
+    try:
+        server.start()
+        print(server.url, flush=True)
+        if ready is not None:
+            ready(server)
+        while not done_event.wait(0.5):
+            pass
+    finally:
+        server.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+    return 0
+
+
+def reset_clock(clock: Clock, utc_offset: timedelta) -> None:
+    """Put a test-moved clock back on real time with the given offset (used between tests)."""
+    clock.unfreeze()
+    clock.set(datetime.now(timezone.utc))
+    clock.utc_offset = utc_offset
+
+
+__all__ = ["RealServer", "SQLServerStandIn", "reset_clock", "run_standin"]

@@ -1,0 +1,87 @@
+"""Client CPU per Beaker request: ext:mssql versus Beaker's own ``memory`` backend, same process and run.
+
+The stand-in runs in a child process, so ``time.process_time()`` here counts only this process: the
+WSGI app, Beaker, the backend and pymssql. Each round runs the same request mix (alternating a
+modifying and a read-only request on one session) with both backends; the ratio is taken per round
+and the median reported.
+
+    python benchmarks/bench_cpu.py
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from typing import Any
+
+from _common import Client, Section, StandInProcess, machine_info, new_table, session_app
+from beaker.middleware import SessionMiddleware
+
+REQUESTS = 1000
+ROUNDS = 3
+COMMAND = "python benchmarks/bench_cpu.py"
+
+
+def cpu_per_request(app: Any, n: int) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) per request for n requests on one session."""
+    client = Client(app)
+    for _ in range(20):
+        client.get("/write?warm")
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    for i in range(n):
+        client.get(f"/write?{i}" if i % 2 == 0 else "/read")
+    return (time.process_time() - cpu0) / n, (time.perf_counter() - wall0) / n
+
+
+def run() -> Section:
+    with StandInProcess() as server:
+        table = new_table(server.url, "cpu")
+        memory = SessionMiddleware(session_app, type="memory", data_serializer="json")
+        mssql = SessionMiddleware(
+            session_app, type="ext:mssql", url=server.url, table=table, data_serializer="json"
+        )
+        rounds: list[dict[str, float]] = []
+        for _ in range(ROUNDS):
+            mem_cpu, mem_wall = cpu_per_request(memory, REQUESTS)
+            server_cpu0 = server.child_cpu()
+            sql_cpu, sql_wall = cpu_per_request(mssql, REQUESTS)
+            server_cpu = (server.child_cpu() - server_cpu0) / (REQUESTS + 20)
+            rounds.append(
+                {
+                    "memory_cpu_us": mem_cpu * 1e6,
+                    "mssql_cpu_us": sql_cpu * 1e6,
+                    "ratio": sql_cpu / mem_cpu,
+                    "memory_wall_us": mem_wall * 1e6,
+                    "mssql_wall_us": sql_wall * 1e6,
+                    "standin_cpu_us": server_cpu * 1e6,
+                }
+            )
+    med = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+    per_round = ", ".join(f"{r['ratio']:.2f}" for r in rounds)
+    rows = [
+        "| backend | client CPU per request | wall time per request |",
+        "|---|---:|---:|",
+        f"| memory (Beaker) | {med['memory_cpu_us']:.0f} µs | {med['memory_wall_us']:.0f} µs |",
+        f"| ext:mssql (stand-in in a child process) | {med['mssql_cpu_us']:.0f} µs "
+        f"| {med['mssql_wall_us']:.0f} µs |",
+    ]
+    body = (
+        f"{REQUESTS} requests per backend per round (alternating modify / read-only on one session, "
+        f"`data_serializer='json'`), {ROUNDS} rounds, medians. CPU is `time.process_time()` of the "
+        "client process only.\n\n"
+        + "\n".join(rows)
+        + f"\n\n**Client CPU ratio ext:mssql / memory: {med['ratio']:.2f}x** "
+        f"(per round: {per_round}). "
+        f"The stand-in process itself used {med['standin_cpu_us']:.0f} µs CPU per request "
+        "(not counted above; a real SQL Server would do that work natively).\n"
+    )
+    figures = {"median": med, "rounds": rounds}
+    return Section("Client CPU per request: ext:mssql vs memory", COMMAND, body, figures)
+
+
+if __name__ == "__main__":
+    section = run()
+    print(machine_info())
+    print(section.markdown())
+    sys.exit(0)

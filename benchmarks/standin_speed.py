@@ -1,0 +1,129 @@
+"""Round trips per second through pymssql to the SQL Server stand-in (or any server URL).
+
+Measures the two statements a session store sends most: the primary-key SELECT (get) and the
+UPDATE-else-INSERT upsert (set), with 1 and 16 connections. By default the stand-in runs in a child
+process so client and server do not share one GIL, as in real use.
+
+    python benchmarks/standin_speed.py [--seconds 3] [--url mssql://...] [--in-process]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from typing import Any, Callable
+from urllib.parse import unquote, urlsplit
+
+import pymssql
+
+from beaker_mssql.testing import SQLServerStandIn
+
+
+def connect(url: str) -> Any:
+    parts = urlsplit(url)
+    return pymssql.connect(server=parts.hostname, port=str(parts.port), user=unquote(parts.username or ""),
+                           password=unquote(parts.password or ""), database=parts.path.lstrip("/"),
+                           autocommit=True)
+
+
+def get_sql(table: str, sid: str) -> str:
+    return (f"SELECT [session] FROM {table} WHERE [sid] = N'{sid}' AND [sid] = N'{sid}' "
+            "COLLATE Latin1_General_BIN2 AND [expires] > GETUTCDATE()")
+
+
+def set_sql(table: str, sid: str, value: str) -> str:
+    cond = f"[sid] = N'{sid}' AND [sid] = N'{sid}' COLLATE Latin1_General_BIN2"
+    return (
+        "SET NOCOUNT ON; SET XACT_ABORT ON;\n"
+        "BEGIN TRANSACTION;\n"
+        f"UPDATE {table} WITH (UPDLOCK, SERIALIZABLE) SET [session] = N'{value}', "
+        f"[expires] = DATEADD(second, 3600, GETUTCDATE()) WHERE {cond};\n"
+        "IF @@ROWCOUNT = 0\n"
+        f"    INSERT INTO {table} ([sid], [session], [expires]) "
+        f"VALUES (N'{sid}', N'{value}', DATEADD(second, 3600, GETUTCDATE()));\n"
+        "COMMIT TRANSACTION;\n"
+        "SET NOCOUNT OFF;"
+    )
+
+
+def run(url: str, threads: int, seconds: float, make_sql: Callable[[int, int], str], fetch: bool) -> float:
+    """Round trips per second summed over ``threads`` connections, each running for ``seconds``."""
+    counts = [0] * threads
+    start = threading.Barrier(threads + 1)
+    stop_at = [0.0]
+
+    def worker(n: int) -> None:
+        conn = connect(url)
+        cursor = conn.cursor()
+        start.wait()
+        i = 0
+        while time.perf_counter() < stop_at[0]:
+            cursor.execute(make_sql(n, i))
+            if fetch:
+                cursor.fetchall()
+            i += 1
+        counts[n] = i
+        conn.close()
+
+    pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    for t in pool:
+        t.start()
+    stop_at[0] = time.perf_counter() + seconds + 0.5  # workers start after the barrier
+    start.wait()
+    began = time.perf_counter()
+    for t in pool:
+        t.join()
+    return sum(counts) / (time.perf_counter() - began)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--url", help="benchmark this server instead of a fresh stand-in")
+    parser.add_argument("--in-process", action="store_true", help="run the stand-in in this process")
+    args = parser.parse_args()
+
+    child = None
+    server = None
+    url = args.url
+    if url is None and args.in_process:
+        server = SQLServerStandIn().start()
+        url = server.url
+    elif url is None:
+        code = "from beaker_mssql.testing import run_standin; raise SystemExit(run_standin(port=0))"
+        child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        assert child.stdout is not None
+        url = child.stdout.readline().strip()
+    try:
+        table = f"[dbo].[bench_{uuid.uuid4().hex[:8]}]"
+        conn = connect(url)
+        cursor = conn.cursor()
+        cursor.execute(f"CREATE TABLE {table} ([sid] nvarchar(255) NOT NULL PRIMARY KEY, "
+                       "[session] nvarchar(max) NOT NULL, [expires] datetime NOT NULL)")
+        for n in range(16):
+            cursor.execute(set_sql(table, f"s{n}", "v" * 200))
+        value = "x" * 200
+        where = "in-process" if server is not None else ("external" if args.url else "child process")
+        print(f"stand-in ({where}), {args.seconds:g} s per run")
+        for threads in (1, 16):
+            rate = run(url, threads, args.seconds, lambda n, i: get_sql(table, f"s{n}"), True)
+            print(f"  PK SELECT   {threads:2d} connection(s): {rate:8.0f} round trips/s")
+            rate = run(url, threads, args.seconds, lambda n, i: set_sql(table, f"s{n}", value), False)
+            print(f"  upsert      {threads:2d} connection(s): {rate:8.0f} round trips/s")
+        cursor.execute(f"DROP TABLE {table}")
+        conn.close()
+    finally:
+        if server is not None:
+            server.close()
+        if child is not None:
+            child.terminate()
+            child.wait(10)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,75 @@
+"""Bottle + Beaker sessions in SQL Server: a visit counter and a login, through SessionMiddleware.
+
+    BEAKER_MSSQL_URL=mssql://sa:Dev-Only-Passw0rd@127.0.0.1:14330/test python examples/bottle_app.py
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import bottle
+from beaker.middleware import SessionMiddleware
+
+
+def _session() -> Any:
+    return bottle.request.environ["beaker.session"]
+
+
+def index() -> dict[str, Any]:
+    """Count this browser's visits."""
+    session = _session()
+    session["visits"] = session.get("visits", 0) + 1
+    session.save()
+    return {"visits": session["visits"], "user": session.get("user")}
+
+
+def login() -> dict[str, Any]:
+    """Log in with a NEW session id: an id planted before login is worth nothing (fixation)."""
+    username = (bottle.request.forms.get("username") or "").strip()
+    if not username:
+        bottle.response.status = 400
+        return {"error": "username is required"}
+    session = _session()
+    visits = session.get("visits", 0)
+    session.invalidate()
+    session["visits"] = visits
+    session["user"] = username
+    session.save()
+    return {"user": username}
+
+
+def logout() -> dict[str, Any]:
+    """Log out: removes the row and expires the cookie."""
+    _session().delete()
+    return {"user": None}
+
+
+def build_bottle() -> bottle.Bottle:
+    """The Bottle app alone (routes only); :func:`make_app` adds the session middleware."""
+    app = bottle.Bottle()
+    app.route("/", method="GET", callback=index)
+    app.route("/login", method="POST", callback=login)
+    app.route("/logout", method="POST", callback=logout)
+    return app
+
+
+def make_app(url: str | None = None, table: str = "[dbo].[sessions]", **options: Any) -> SessionMiddleware:
+    """Bottle app + SessionMiddleware; ``options`` are extra ``session.*`` settings (no prefix)."""
+    config: dict[str, Any] = {
+        "session.type": "ext:mssql",
+        "session.url": url or os.environ["BEAKER_MSSQL_URL"],
+        "session.table": table,
+        "session.ttl": 1800,
+        "session.key": "bottle_example",
+        "session.secret": os.environ.get("SESSION_SECRET", "change-me-to-a-long-random-string"),
+        "session.httponly": True,
+        "session.samesite": "Lax",
+        "session.data_serializer": "json",
+    }
+    config.update({f"session.{key}": value for key, value in options.items()})
+    return SessionMiddleware(build_bottle(), config)
+
+
+if __name__ == "__main__":
+    bottle.run(make_app(), host="127.0.0.1", port=8080)

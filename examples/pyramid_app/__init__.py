@@ -1,0 +1,166 @@
+"""A small Pyramid app whose sessions and cache live in SQL Server (``ext:mssql``) via pyramid_beaker.
+
+Everything Beaker-related is configured in ``development.ini``; the code only uses Pyramid's
+session API (``request.session``) and a Beaker cache region, as any Pyramid app would.
+
+Run it: ``make demo`` (stand-in server), or after
+``beaker-mssql standin --port 14330 --password Dev-Only-Passw0rd``:
+``PYTHONPATH=examples pserve examples/pyramid_app/development.ini``.
+"""
+
+from __future__ import annotations
+
+import configparser
+import html
+import os
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from beaker.cache import Cache, cache_regions
+from pyramid.config import Configurator
+from pyramid.csrf import get_csrf_token
+from pyramid.httpexceptions import HTTPSeeOther
+from pyramid.request import Request
+from pyramid.response import Response
+from pyramid.router import Router
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_INI = os.path.join(HERE, "development.ini")
+REPORT_CACHE = "pyramid_app.report_cache"
+REPORT_REGION = "short_term"
+
+# How often the "expensive" report was really computed (the cached view shows it).
+COMPUTATIONS = {"count": 0}
+
+
+def load_settings(ini_path: str = DEFAULT_INI, section: str = "app:main") -> dict[str, str]:
+    """The app settings of ``section`` as plain strings, with ``%(here)s`` expanded like PasteDeploy.
+
+    Tests and ``examples/demo.py`` use this, then override ``session.url``/``cache.url``.
+    """
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    with open(ini_path, encoding="utf-8") as handle:
+        parser.read_file(handle)
+    here = os.path.dirname(os.path.abspath(ini_path))
+    return {
+        key: value.replace("%(here)s", here).strip()
+        for key, value in parser.items(section)
+        if key != "use"
+    }
+
+
+def _page(request: Request, title: str, body: str) -> Response:
+    return Response(
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title></head><body>{body}</body></html>",
+        content_type="text/html",
+        charset="utf-8",
+    )
+
+
+def home(request: Request) -> Response:
+    """Visit counter + flash messages + login/logout forms."""
+    session = request.session
+    session["visits"] = int(session.get("visits", 0)) + 1
+    user = session.get("user")
+    token = html.escape(get_csrf_token(request))
+    flashes = "".join(f"<li class='flash'>{html.escape(str(m))}</li>" for m in session.pop_flash())
+    if user:
+        account = (
+            f"<p>Logged in as <b id='user'>{html.escape(str(user))}</b></p>"
+            "<form id='logout' method='post' action='/logout'>"
+            f"<input type='hidden' name='csrf_token' value='{token}'>"
+            "<button type='submit'>Log out</button></form>"
+        )
+    else:
+        account = (
+            "<form id='login' method='post' action='/login'>"
+            f"<input type='hidden' name='csrf_token' value='{token}'>"
+            "<input name='username' placeholder='name'> <button type='submit'>Log in</button></form>"
+        )
+    body = (
+        "<h1>beaker-mssql example</h1>"
+        f"<ul>{flashes}</ul>"
+        f"<p>Visits in this session: <b id='visits'>{session['visits']}</b></p>"
+        f"{account}<p><a href='/report'>A cached report</a></p>"
+    )
+    return _page(request, "beaker-mssql example", body)
+
+
+def whoami(request: Request) -> dict[str, Any]:
+    """The session as JSON, without changing it (used by the tests and handy for curl)."""
+    session = request.session
+    return {"user": session.get("user"), "visits": session.get("visits", 0)}
+
+
+def login(request: Request) -> HTTPSeeOther:
+    """Log in: a NEW session id first, so an id planted before login is worth nothing (fixation)."""
+    username = str(request.POST.get("username", "")).strip()
+    if not username:
+        request.session.flash("Please enter a name.")
+        return HTTPSeeOther(location="/")
+    visits = request.session.get("visits", 0)
+    # invalidate(): drop the data and get a fresh id; the old row has nothing left worth stealing
+    # and expires by its ttl (or the sweeper).
+    request.session.invalidate()
+    request.session["visits"] = visits
+    request.session["user"] = username
+    request.session.flash(f"Welcome, {username}!")
+    return HTTPSeeOther(location="/")
+
+
+def logout(request: Request) -> HTTPSeeOther:
+    """Log out: delete the row (not just empty it) and expire the cookie."""
+    request.session.delete()
+    return HTTPSeeOther(location="/")
+
+
+def _compute_report(day: str) -> dict[str, Any]:
+    """Stands for an expensive query; counts how often it really runs."""
+    COMPUTATIONS["count"] += 1
+    return {
+        "day": day,
+        "computed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "computation": COMPUTATIONS["count"],
+    }
+
+
+def report(request: Request) -> Response:
+    """A view cached through the Beaker region ``short_term`` (rows in SQL Server, shared by processes)."""
+    day = str(request.GET.get("day", "today"))
+    cache: Cache = request.registry[REPORT_CACHE]
+    data = cache.get(day, createfunc=lambda: _compute_report(day))
+    body = (
+        f"<h1>Report for {html.escape(day)}</h1>"
+        f"<p>computed at <span id='computed_at'>{html.escape(data['computed_at'])}</span>, "
+        f"computation number <b id='computation'>{data['computation']}</b></p>"
+        "<p><a href='/'>back</a></p>"
+    )
+    return _page(request, "report", body)
+
+
+def main(global_config: Mapping[str, Any], **settings: Any) -> Router:
+    """The WSGI app factory PasteDeploy (``pserve``) calls with the ``[app:main]`` settings."""
+    with Configurator(settings=settings) as config:
+        # pyramid.includes (pyramid_beaker, beaker_mssql.integrations.pyramid) has run by now:
+        # the session factory is set and Beaker's cache regions are configured.
+        config.set_default_csrf_options(require_csrf=True)
+        region = cache_regions.get(REPORT_REGION)
+        if region is None:
+            raise ValueError(f"cache region {REPORT_REGION!r} is not configured (cache.regions)")
+        # One Cache per app (not a module-level decorator), so two apps with different settings in
+        # one process, as in the tests, each use their own database table.
+        config.registry[REPORT_CACHE] = Cache("pyramid_app.report", **region)
+        config.add_route("home", "/")
+        config.add_route("whoami", "/whoami")
+        config.add_route("login", "/login")
+        config.add_route("logout", "/logout")
+        config.add_route("report", "/report")
+        config.add_view(home, route_name="home", request_method="GET")
+        config.add_view(whoami, route_name="whoami", request_method="GET", renderer="json")
+        config.add_view(login, route_name="login", request_method="POST")
+        config.add_view(logout, route_name="logout", request_method="POST")
+        config.add_view(report, route_name="report", request_method="GET")
+        return config.make_wsgi_app()

@@ -1,0 +1,701 @@
+"""Hostile and odd input: table names, session ids, cache keys and namespaces, payloads, option values.
+
+Everything goes through real pymssql. Each case either works exactly (stored and found byte for byte,
+never mixed up with a similar id) or is refused with a clear error *before* anything reaches the server
+(the stand-in's request counter is unchanged). Counter checks are skipped against a real server.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import pickle
+import secrets
+import uuid
+import zlib
+from collections.abc import Iterator
+from typing import Any, Callable, Optional
+from wsgiref.util import setup_testing_defaults
+
+import pytest
+from beaker.cache import Cache
+from beaker.middleware import SessionMiddleware
+from beaker.session import Session
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from beaker_mssql.config import parse_table_name
+from beaker_mssql.errors import (
+    ConfigurationError,
+    CorruptSessionError,
+    InvalidSessionId,
+    MSSQLStoreError,
+    SerializationError,
+    SidCaseConflictError,
+)
+from beaker_mssql.namespace import close_all
+from beaker_mssql.store import MSSQLStore
+
+HYPOTHESIS = settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registry() -> Iterator[None]:
+    close_all()
+    yield
+    close_all()
+
+
+def requests(server: Any) -> Optional[int]:
+    """The stand-in's request counter (None on a real server, which has none)."""
+    return int(server.stats()["requests"]) if getattr(server, "is_standin", False) else None
+
+
+@pytest.fixture
+def store(mssql_server: Any, mssql_table: str) -> Iterator[MSSQLStore]:
+    with MSSQLStore(url=mssql_server.url, table=mssql_table) as s:
+        s.length()  # warm the pool so later request counts are exact
+        yield s
+
+
+def count_rows(server: Any, table: str) -> int:
+    return int(server.execute(f"SELECT COUNT(*) FROM {table}")[0][0])
+
+
+# -- table names --------------------------------------------------------------------------------------
+BAD_TABLE_NAMES = [
+    "sess'ions",
+    'sess"ions',
+    "sessions; DROP TABLE users",
+    "sessions;",
+    "sessions--",
+    "sessions /* x */",
+    "a/*b*/c",
+    "dbo.sessions; --",
+    "[dbo].[sessions]; DROP TABLE x",
+    "[sessions",
+    "sessions]",
+    "[dbo].[x]]",
+    "[a]b",
+    "db.dbo.sessions",
+    "srv.db.dbo.sessions",
+    "séssions",
+    "sessions\u202e",
+    "tab\x00le",
+    "[tab\nle]",
+    "x" * 129,
+    "dbo." + "y" * 129,
+    "[" + "z" * 129 + "]",
+    "",
+    "   ",
+    ".sessions",
+    "dbo.",
+    "dbo..sessions",
+    "sessions x",
+    "sessions(1)",
+    "1sessions",
+]
+
+
+@pytest.mark.parametrize("name", BAD_TABLE_NAMES)
+def test_bad_table_name_refused_at_configuration(mssql_server: Any, name: str) -> None:
+    before = requests(mssql_server)
+    with pytest.raises(ConfigurationError) as info:
+        MSSQLStore(url=mssql_server.url, table=name)
+    message = str(info.value)
+    assert "table" in message
+    assert repr(name) in message or name.strip() in message
+    assert requests(mssql_server) == before
+
+
+@pytest.mark.parametrize("name", ["sessions", "dbo.sessions", "[dbo].[sessions]", "[Sessions 2024]"])
+def test_good_table_names_parse(name: str) -> None:
+    table = parse_table_name(name)
+    assert table.schema == "dbo"
+    assert parse_table_name(table.quoted) == table
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["[we;ird]", "[it's]", "[a]]b]", "[with -- dash]", "[ünï/*cødé*/]", "[x]]; DROP TABLE y; --]"],
+)
+def test_bracketed_odd_table_names_are_literal_names_never_sql(
+    mssql_server: Any, mssql_table: str, name: str
+) -> None:
+    """Bracket-quoted names may hold any printable text in SQL Server. Either refuse them at configuration
+    or treat them as one literal name: the table is created under exactly that name and nothing else
+    (in particular no other table) is touched."""
+    try:
+        table = parse_table_name(name)
+    except ConfigurationError as exc:
+        assert "table" in str(exc)
+        return
+    with MSSQLStore(url=mssql_server.url, table=name) as s:
+        try:
+            s.create_table()
+            s.set("k", "v")
+            assert s.get("k") == "v"
+            assert s.check_table() == []
+        finally:
+            mssql_server.execute(
+                f"IF OBJECT_ID(N'{table.quoted.replace(chr(39), chr(39) * 2)}', N'U') IS NOT NULL "
+                f"DROP TABLE {table.quoted}"
+            )
+    assert count_rows(mssql_server, mssql_table) == 0  # the fixture table still exists
+
+
+@HYPOTHESIS
+@given(st.text(max_size=300))
+def test_any_table_name_is_refused_or_quotes_safely(text: str) -> None:
+    """Property: parse_table_name either refuses or yields parts whose quoted form parses back to them."""
+    try:
+        table = parse_table_name(text)
+    except ConfigurationError as exc:
+        assert "table" in str(exc)
+        return
+    assert 1 <= len(table.schema) <= 128 and 1 <= len(table.name) <= 128
+    for part in (table.schema, table.name):
+        assert not any(ord(c) < 32 or ord(c) == 127 for c in part)
+    assert parse_table_name(table.quoted) == table
+    # Outside brackets, the quoted form has exactly one dot and no other SQL at all.
+    inner = table.quoted[1:-1].replace("]]", "")
+    assert inner.count("].[") == 1
+
+
+# -- session ids -----------------------------------------------------------------------------------
+ODD_SIDS = [
+    "O'Brien",
+    "''; DROP TABLE x; --",
+    "100%",
+    "%",
+    "_",
+    "a_c",
+    "[abc]",
+    "[",
+    "]",
+    "a\\b",
+    "\\",
+    "N'x'",
+    "ünïcødé ✓",
+    "日本語のセッション",
+    "emoji-😀-𝄞",
+    " leading-space",
+    "tab-free but -- comment",
+    "/* c */",
+    "x" * 255,
+    "é" * 255,
+]
+
+
+@pytest.mark.parametrize("sid", ODD_SIDS)
+def test_odd_session_ids_round_trip_exactly(store: MSSQLStore, mssql_server: Any, sid: str) -> None:
+    data = "payload for " + sid
+    store.set(sid, data)  # a legal id (1-255 characters, no control characters): must work
+    assert store.get(sid) == data
+    assert store.all() == {sid: data}
+    assert store.touch(sid)
+    assert store.destroy(sid)
+    assert store.get(sid) is None
+    assert count_rows(mssql_server, store.settings.table.quoted) == 0
+
+
+def test_non_bmp_sid_longer_than_the_column_in_utf16(store: MSSQLStore, mssql_server: Any) -> None:
+    """200 emoji are 200 Python characters but 400 UTF-16 code units: nvarchar(255) cannot hold them.
+    Either refused before the write or stored exactly; never silently truncated."""
+    sid = "😀" * 200
+    before = requests(mssql_server)
+    try:
+        store.set(sid, "data")
+    except MSSQLStoreError as exc:
+        # A refusal must be clear; if it came from the server, nothing may have been written.
+        assert count_rows(mssql_server, store.settings.table.quoted) == 0, exc
+        if isinstance(exc, InvalidSessionId):
+            assert requests(mssql_server) == before
+        return
+    assert store.get(sid) == "data"
+    assert store.all() == {sid: "data"}
+
+
+@pytest.mark.parametrize(
+    "sid",
+    ["", "x" * 256, "é" * 256, "a\x00b", "a\nb", "tab\there", "bell\x07", "del\x7f", "trailing ", "  "],
+)
+def test_unusable_session_ids_refused_before_any_request(
+    store: MSSQLStore, mssql_server: Any, sid: str
+) -> None:
+    before = requests(mssql_server)
+    for call in (
+        lambda: store.set(sid, "x"),
+        lambda: store.get(sid),
+        lambda: store.destroy(sid),
+        lambda: store.touch(sid),
+    ):
+        with pytest.raises(InvalidSessionId) as info:
+            call()
+        assert "session id" in str(info.value)
+    assert requests(mssql_server) == before
+    assert count_rows(mssql_server, store.settings.table.quoted) == 0
+
+
+@pytest.mark.parametrize("bad", [None, 42, b"bytes", ["list"]])
+def test_non_string_session_id_refused(store: MSSQLStore, mssql_server: Any, bad: Any) -> None:
+    before = requests(mssql_server)
+    with pytest.raises(InvalidSessionId):
+        store.set(bad, "x")
+    assert requests(mssql_server) == before
+
+
+@pytest.mark.parametrize(
+    "pair",
+    [("CaseKey", "casekey"), ("abc", "ABC"), ("straße", "STRASSE"), ("ǅ", "ǆ"), ("i", "I"), ("ß", "ss")],
+)
+def test_case_variants_never_read_or_overwrite_each_other(
+    store: MSSQLStore, mssql_server: Any, pair: tuple[str, str]
+) -> None:
+    first, second = pair
+    store.set(first, "data-of-first")
+    assert store.get(second) is None, "a case variant found another session's row"
+    try:
+        store.set(second, "data-of-second")
+    except SidCaseConflictError as exc:
+        assert first not in str(exc) or len(first) <= 8  # at most a short prefix is shown
+        assert store.get(second) is None
+    else:
+        assert store.get(second) == "data-of-second"
+    assert store.get(first) == "data-of-first", "saving a case variant overwrote another session"
+    assert store.destroy(second) in (True, False)
+    assert store.get(first) == "data-of-first", "destroying a case variant deleted another session"
+    assert store.touch(second) is False or store.get(second) is not None
+
+
+def test_trailing_space_variant_cannot_address_another_row(store: MSSQLStore) -> None:
+    store.set("abc", "mine")
+    with pytest.raises(InvalidSessionId):
+        store.get("abc ")
+    with pytest.raises(InvalidSessionId):
+        store.destroy("abc ")
+    assert store.get("abc") == "mine"
+
+
+# -- cache keys and namespaces (Beaker Cache over ext:mssql) -----------------------------------------
+def make_cache(server: Any, table: str, namespace: str, **options: Any) -> Cache:
+    return Cache(namespace, type="ext:mssql", url=server.url, table=table, **options)
+
+
+ODD_KEYS = [
+    "O'Brien",
+    "100%",
+    "a_b",
+    "[x]",
+    "\\",
+    "ünï",
+    "😀",
+    "ctrl\x00\x01\n",
+    "Key",
+    "key",
+    "KEY",
+    "k" * 300,
+    "k" * 300 + "!",
+    "",
+    " ",
+    "  ",
+    42,
+    ("tuple", 1),
+]
+
+
+def test_odd_cache_keys_are_distinct_and_exact(mssql_server: Any, mssql_table: str) -> None:
+    cache = make_cache(mssql_server, mssql_table, "odd-keys")
+    for i, key in enumerate(ODD_KEYS):
+        cache.set_value(key, {"i": i, "key": repr(key)})
+    for i, key in enumerate(ODD_KEYS):
+        assert cache.get_value(key) == {"i": i, "key": repr(key)}, key
+    assert count_rows(mssql_server, mssql_table) == len(ODD_KEYS)
+    cache.remove_value("Key")
+    assert cache.get_value("key") == {"i": ODD_KEYS.index("key"), "key": repr("key")}
+    assert not cache.has_key("Key")
+
+
+NAMESPACE_PAIRS = [
+    ("a_c", "abc"),
+    ("a%", "ab"),
+    ("a%", "a%b"),
+    ("a[b]", "ab"),
+    ("a[b]", "a]"),
+    ("a[bc]", "ab"),
+    ("a\\", "a\\b"),
+    ("ns", "ns2"),
+    ("ns", "NS"),
+    ("ns", "ns:x"),
+    ("", "x"),
+    ("ns" * 80, "ns" * 80 + "x"),
+    ("%", "anything"),
+    ("_", "x"),
+]
+
+
+@pytest.mark.parametrize("pair", NAMESPACE_PAIRS)
+def test_namespace_removal_never_deletes_another_namespace(
+    mssql_server: Any, mssql_table: str, pair: tuple[str, str]
+) -> None:
+    removed, kept = pair
+    a = make_cache(mssql_server, mssql_table, removed)
+    b = make_cache(mssql_server, mssql_table, kept)
+    for key in ("k1", "K1", "k_2", "k%"):
+        a.set_value(key, f"A:{key}")
+        b.set_value(key, f"B:{key}")
+    assert count_rows(mssql_server, mssql_table) == 8
+    a.clear()
+    for key in ("k1", "K1", "k_2", "k%"):
+        assert b.get_value(key) == f"B:{key}", f"removing {removed!r} touched {kept!r}"
+        assert not a.has_key(key)
+    assert count_rows(mssql_server, mssql_table) == 4
+    # And the other way round.
+    a.set_value("again", 1)
+    b.clear()
+    assert a.get_value("again") == 1
+    assert count_rows(mssql_server, mssql_table) == 1
+
+
+def test_session_namespace_removal_keeps_similar_sessions(store: MSSQLStore, mssql_server: Any) -> None:
+    """Deleting Beaker session 'a_c' (namespace removal in session mode) keeps 'abc' and 'a_c2'."""
+    from beaker_mssql.namespace import MSSQLNamespaceManager
+
+    table = store.settings.table.quoted
+    for sid in ("a_c", "abc", "a_c2", "A_C"):
+        try:
+            store.set(sid, "{}")
+        except SidCaseConflictError:
+            pass
+    before = set(store.all())
+    ns = MSSQLNamespaceManager("a_c", url=mssql_server.url, table=table, digest_filenames=False)
+    ns.remove()
+    assert set(store.all()) == before - {"a_c"}
+
+
+# -- payloads -------------------------------------------------------------------------------------------
+class Unencodable:
+    pass
+
+
+@pytest.mark.parametrize(
+    "value", [Unencodable(), {1, 2}, b"bytes", float("nan"), float("inf"), {"k": object()}, 1j]
+)
+def test_json_cache_refuses_unencodable_values_before_writing(
+    mssql_server: Any, mssql_table: str, value: Any
+) -> None:
+    cache = make_cache(mssql_server, mssql_table, "json-ns", serializer="json")
+    cache.set_value("warm", 1)
+    before = requests(mssql_server)
+    with pytest.raises(SerializationError) as info:
+        cache.set_value("k", value)
+    assert "json" in str(info.value) and "'k'" in str(info.value)
+    assert requests(mssql_server) == before
+    assert count_rows(mssql_server, mssql_table) == 1
+    assert not cache.has_key("k")
+
+
+def test_ten_megabyte_session_store_level(store: MSSQLStore) -> None:
+    data = secrets.token_hex(5_000_000)  # 10,000,000 characters, incompressible
+    store.set("big", data)
+    assert store.get("big") == data
+    assert len(store.all()["big"]) == 10_000_000
+
+
+def test_ten_megabyte_session_through_beaker(mssql_server: Any, mssql_table: str) -> None:
+    opts = {"type": "ext:mssql", "url": mssql_server.url, "table": mssql_table, "data_serializer": "json"}
+    big = secrets.token_hex(5_000_000)
+    s = Session({}, use_cookies=False, **opts)
+    s["big"] = big
+    s["unicode"] = "ünï 😀" * 1000
+    s.save()
+    loaded = Session({}, id=s.id, use_cookies=False, **opts)
+    assert loaded["big"] == big
+    assert loaded["unicode"] == "ünï 😀" * 1000
+
+
+def nested(depth: int) -> Any:
+    value: Any = "bottom"
+    for i in range(depth):
+        value = {"d": value, "i": i} if i % 2 else [value, i]
+    return value
+
+
+@pytest.mark.parametrize("serializer", ["json", "pickle"])
+def test_deeply_nested_session_round_trips(mssql_server: Any, mssql_table: str, serializer: str) -> None:
+    opts = {"type": "ext:mssql", "url": mssql_server.url, "table": mssql_table, "data_serializer": serializer}
+    s = Session({}, use_cookies=False, **opts)
+    s["deep"] = nested(400)
+    s.save()
+    assert Session({}, id=s.id, use_cookies=False, **opts)["deep"] == nested(400)
+
+
+def test_too_deeply_nested_session_fails_in_the_request_without_writing(
+    mssql_server: Any, mssql_table: str
+) -> None:
+    opts = {"type": "ext:mssql", "url": mssql_server.url, "table": mssql_table, "data_serializer": "json"}
+    s = Session({}, use_cookies=False, **opts)
+    s["v"] = "ok"
+    s.save()
+    s["deep"] = nested(100_000)
+    with pytest.raises((RecursionError, ValueError, MSSQLStoreError)):
+        s.save()
+    assert Session({}, id=s.id, use_cookies=False, **opts)["v"] == "ok"
+    assert count_rows(mssql_server, mssql_table) == 1
+
+
+# -- corrupt and foreign rows -------------------------------------------------------------------------
+def _insert_raw(server: Any, table: str, sid: str, text: str) -> None:
+    literal = "N'" + text.replace("'", "''") + "'"
+    server.execute(
+        f"INSERT INTO {table} ([sid], [session], [expires]) "
+        f"VALUES (N'{sid}', {literal}, DATEADD(second, 3600, GETUTCDATE()))"
+    )
+
+
+def _beaker_blob(data: dict[str, Any], serializer: str) -> str:
+    if serializer == "json":
+        return base64.b64encode(zlib.compress(json.dumps(data).encode("utf-8"))).decode("ascii")
+    return base64.b64encode(pickle.dumps(data)).decode("ascii")
+
+
+CONNECT_MSSQL_V2_ROW = json.dumps(
+    {
+        "cookie": {
+            "originalMaxAge": 86400000,
+            "expires": "2026-11-28T19:00:00.000Z",
+            "httpOnly": True,
+            "path": "/",
+        },
+        "user": "node-user",
+    }
+)
+
+CORRUPT_ROWS = {
+    "truncated-json": '{"_accessed_time": 1.0, "user": "x", "items": [1, 2',
+    "json-array": "[1, 2, 3]",
+    "json-scalar-brace": "{1}",
+    "garbage": "%%% not base64 %%%",
+    "empty": "",
+    "base64-of-junk": base64.b64encode(b"\x00\x01junk").decode("ascii"),
+    "pickle-for-json": _beaker_blob({"user": "pickled", "_accessed_time": 1.0}, "pickle"),
+    "truncated-base64": _beaker_blob({"user": "x" * 100}, "json")[:-7],
+}
+
+
+def session_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    session = environ["beaker.session"]
+    body = json.dumps({"id": session.id, "user": session.get("user"), "is_new": session.is_new})
+    session["seen"] = True
+    session.save()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body.encode("utf-8")]
+
+
+def call(app: Callable[..., Any], sid: str) -> dict[str, Any]:
+    environ: dict[str, Any] = {}
+    setup_testing_defaults(environ)
+    environ["HTTP_COOKIE"] = f"beaker.session.id={sid}"
+    statuses: list[str] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+        statuses.append(status)
+
+    body = b"".join(app(environ, start_response))
+    assert statuses == ["200 OK"]
+    result: dict[str, Any] = json.loads(body)
+    return result
+
+
+@pytest.mark.parametrize("serializer", ["json", "pickle"])
+@pytest.mark.parametrize("kind", sorted(CORRUPT_ROWS))
+def test_corrupt_row_is_invalidated_never_crashes_or_leaks(
+    mssql_server: Any, mssql_table: str, kind: str, serializer: str
+) -> None:
+    if kind == "pickle-for-json" and serializer == "pickle":
+        pytest.skip("a pickle row is not corrupt for a pickle session")
+    sid = uuid.uuid4().hex
+    other = uuid.uuid4().hex
+    _insert_raw(mssql_server, mssql_table, sid, CORRUPT_ROWS[kind])
+    _insert_raw(mssql_server, mssql_table, other, _beaker_blob({"user": "someone-else"}, serializer))
+    opts = {"type": "ext:mssql", "url": mssql_server.url, "table": mssql_table, "data_serializer": serializer}
+    # invalidate_corrupt=True (SessionMiddleware's default): a fresh session, never another user's data.
+    app = SessionMiddleware(session_app, invalidate_corrupt=True, **opts)
+    result = call(app, sid)
+    assert result["user"] != "someone-else"
+    assert result["is_new"] is True
+    assert result["id"] != sid
+    # The other user's row is untouched and still readable.
+    assert Session({}, id=other, use_cookies=False, **opts)["user"] == "someone-else"
+    # invalidate_corrupt=False: a specific error, not a crash of the worker and not a silent new session.
+    with pytest.raises(Exception) as info:
+        Session({}, id=sid, use_cookies=False, invalidate_corrupt=False, **opts)
+    assert not isinstance(info.value, (KeyError, TypeError, SystemExit, MemoryError)), info.value
+
+
+def test_corrupt_json_row_raises_corrupt_session_error(mssql_server: Any, mssql_table: str) -> None:
+    sid = uuid.uuid4().hex
+    _insert_raw(mssql_server, mssql_table, sid, CORRUPT_ROWS["truncated-json"])
+    opts = {"type": "ext:mssql", "url": mssql_server.url, "table": mssql_table, "data_serializer": "json"}
+    with pytest.raises(CorruptSessionError) as info:
+        Session({}, id=sid, use_cookies=False, invalidate_corrupt=False, **opts)
+    assert sid not in str(info.value)  # a live session id is not written into messages whole
+
+
+@pytest.mark.parametrize("serializer", ["json", "pickle"])
+def test_connect_mssql_v2_row_is_read_or_invalidated(
+    mssql_server: Any, mssql_table: str, serializer: str
+) -> None:
+    """A row written by the Node.js connect-mssql-v2 store (plain JSON with a 'cookie' object)."""
+    sid = uuid.uuid4().hex
+    _insert_raw(mssql_server, mssql_table, sid, CONNECT_MSSQL_V2_ROW)
+    opts = {"type": "ext:mssql", "url": mssql_server.url, "table": mssql_table, "data_serializer": serializer}
+    app = SessionMiddleware(session_app, invalidate_corrupt=True, **opts)
+    result = call(app, sid)
+    if result["is_new"]:
+        assert result["user"] is None and result["id"] != sid
+    else:  # json sessions can read it: the same sid's own data, nothing else
+        assert serializer == "json"
+        assert result == {"id": sid, "user": "node-user", "is_new": False}
+
+
+# -- option values of the wrong type or range --------------------------------------------------------
+BAD_OPTIONS: list[tuple[str, Any]] = [
+    ("ttl", -1),
+    ("ttl", 0),
+    ("ttl", "soon"),
+    ("ttl", 1.5),
+    ("ttl", True),
+    ("auto_remove_interval", 0),
+    ("auto_remove_interval", -5),
+    ("auto_remove_interval", "often"),
+    ("auto_remove_interval", float("nan")),
+    ("auto_remove_batch_size", 0),
+    ("auto_remove", "maybe"),
+    ("create_table", "perhaps"),
+    ("use_utc", 2),
+    ("serializer", "yaml"),
+    ("serializer", "no.such.module:Serializer"),
+    ("serializer", 42),
+    ("retries", -1),
+    ("retries", "twice"),
+    ("pool_size", 0),
+    ("pool_size", "many"),
+    ("pool_max_overflow", -1),
+    ("pool_timeout", 0),
+    ("pool_recycle", 0),
+    ("login_timeout", 0),
+    ("login_timeout", "slow"),
+    ("query_timeout", -1),
+    ("port", "abc"),
+    ("port", 0),
+    ("port", 70000),
+    ("url", "http://example.com/db"),
+    ("url", "not a url"),
+    ("url", 42),
+    ("url", "mssql://sa:pw@127.0.0.1:notaport/test"),
+    ("url", "mssql://sa:pw@127.0.0.1:1433/test?bogus=1"),
+    ("table", 42),
+    ("table", ""),
+    ("tds_version", "9.9"),
+    ("encrypt", "sometimes"),
+    ("on_error", "not_a_module_xyz.fn"),
+    ("on_error", 42),
+]
+
+
+@pytest.mark.parametrize("key,value", BAD_OPTIONS, ids=[f"{k}={v!r}" for k, v in BAD_OPTIONS])
+def test_bad_option_value_one_clear_error(mssql_server: Any, key: str, value: Any) -> None:
+    options: dict[str, Any] = {"url": mssql_server.url}
+    options[key] = value
+    before = requests(mssql_server)
+    with pytest.raises(ConfigurationError) as info:
+        MSSQLStore(**options)
+    message = str(info.value)
+    named = key if key != "url" or "notaport" not in str(value) else "port"
+    assert named in message, message
+    if key != "url" or "://" not in str(value):
+        shown = repr(value) if not isinstance(value, str) else value
+        assert shown in message or repr(value) in message, message
+    if mssql_server.password:
+        assert mssql_server.password not in message
+    assert requests(mssql_server) == before
+
+
+def test_bad_url_never_shows_its_password() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        MSSQLStore(url="ftp://sa:TopSecret-123@db.example.com/sessions")
+    assert "TopSecret-123" not in str(info.value)
+    with pytest.raises(ConfigurationError) as info:
+        MSSQLStore(url="mssql://sa:TopSecret-123@db.example.com:99999/sessions")
+    assert "TopSecret-123" not in str(info.value)
+
+
+def test_bad_option_through_beaker_fails_the_request_clearly(mssql_server: Any, mssql_table: str) -> None:
+    app = SessionMiddleware(session_app, type="ext:mssql", url=mssql_server.url, table=mssql_table, ttl=-5)
+    with pytest.raises(ConfigurationError) as info:
+        call(app, uuid.uuid4().hex)
+    assert "ttl" in str(info.value)
+
+
+# -- property-based round trips -----------------------------------------------------------------------
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53), max_value=2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
+    ),
+    max_leaves=25,
+)
+session_dicts = st.dictionaries(
+    st.text(max_size=20).filter(lambda k: not k.startswith("_")), json_values, max_size=8
+)
+
+
+@HYPOTHESIS
+@given(data=session_dicts)
+def test_property_store_level_json_round_trip(store: MSSQLStore, data: dict[str, Any]) -> None:
+    from beaker_mssql.payload import decode_session, encode_session
+
+    blob = _beaker_blob(data, "json")
+    store.set("prop-sid", encode_session(blob))
+    text = store.get("prop-sid")
+    assert text is not None
+    back = json.loads(zlib.decompress(base64.b64decode(decode_session(text, "prop-sid"))))
+    assert back == data
+    # Raw JSON text (non-ASCII kept as is) survives the nvarchar round trip unchanged too.
+    raw = json.dumps(data, ensure_ascii=False)
+    store.set("prop-raw", raw)
+    assert store.get("prop-raw") == raw
+
+
+@HYPOTHESIS
+@given(data=session_dicts)
+def test_property_beaker_json_session_round_trip(
+    mssql_server: Any, mssql_table: str, data: dict[str, Any]
+) -> None:
+    opts = {"type": "ext:mssql", "url": mssql_server.url, "table": mssql_table, "data_serializer": "json"}
+    s = Session({}, use_cookies=False, **opts)
+    s.update(data)
+    s.save()
+    loaded = Session({}, id=s.id, use_cookies=False, **opts)
+    assert not loaded.is_new
+    assert {k: v for k, v in loaded.items() if not k.startswith("_")} == data
+
+
+@HYPOTHESIS
+@given(key=st.text(max_size=300) | st.binary(max_size=40), value=json_values)
+def test_property_cache_key_round_trip(mssql_server: Any, mssql_table: str, key: Any, value: Any) -> None:
+    cache = make_cache(mssql_server, mssql_table, "prop", serializer="json")
+    cache.set_value(key, value)
+    assert cache.get_value(key) == value
+    cache.remove_value(key)
+    assert not cache.has_key(key)

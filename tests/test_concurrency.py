@@ -1,0 +1,312 @@
+"""Many threads through SessionMiddleware at once, with the expired-row sweeper running alongside.
+
+16 threads each run REQUESTS_PER_THREAD WSGI requests (direct calls with cookies, as a browser would):
+on their own sessions, and all on one shared session whose id none of them has saved yet (so the first
+saves race to insert the same row). Afterwards every session holds its last written value, nothing
+raised, no expired row survived the sweeper and the pool never had more than pool_size + overflow
+connections. The full 16 x 200 run is measured by ``benchmarks/bench_throughput.py`` (see RESULTS.md);
+here REQUESTS_PER_THREAD keeps the suite quick on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any, Callable, Optional
+from urllib.parse import parse_qs
+from wsgiref.util import setup_testing_defaults
+
+import pytest
+from beaker.middleware import SessionMiddleware
+from beaker.session import Session
+
+from beaker_mssql import namespace as ns_module
+from beaker_mssql.namespace import close_all
+from beaker_mssql.store import MSSQLStore
+
+THREADS = 16
+REQUESTS_PER_THREAD = int(os.environ.get("BEAKER_MSSQL_CONCURRENCY_REQUESTS", "50"))
+POOL_SIZE = 4
+POOL_OVERFLOW = 4
+EXPIRED_ROWS = 1500
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registry() -> Iterator[None]:
+    close_all()
+    yield
+    close_all()
+
+
+def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    session = environ["beaker.session"]
+    path = environ["PATH_INFO"]
+    if path == "/write":
+        session["value"] = parse_qs(environ["QUERY_STRING"])["v"][0]
+        session["writes"] = int(session.get("writes", 0)) + 1
+        session.save()
+        body = "ok"
+    else:
+        body = str(session.get("value"))
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body.encode("utf-8")]
+
+
+class Client:
+    def __init__(self, wsgi: Callable[..., Any], cookie: Optional[str] = None) -> None:
+        self.wsgi = wsgi
+        self.cookie = cookie
+
+    def get(self, path: str) -> str:
+        environ: dict[str, Any] = {}
+        setup_testing_defaults(environ)
+        environ["PATH_INFO"], _, environ["QUERY_STRING"] = path.partition("?")
+        if self.cookie:
+            environ["HTTP_COOKIE"] = self.cookie
+        headers: list[tuple[str, str]] = []
+
+        def start_response(status: str, hdrs: list[tuple[str, str]], exc_info: Any = None) -> None:
+            assert status == "200 OK", status
+            headers.extend(hdrs)
+
+        body = b"".join(self.wsgi(environ, start_response)).decode("utf-8")
+        for name, value in headers:
+            if name.lower() == "set-cookie":
+                self.cookie = value.split(";", 1)[0]
+        return body
+
+    @property
+    def sid(self) -> str:
+        assert self.cookie
+        return self.cookie.split("=", 1)[1]
+
+
+class Monitor:
+    """Samples the pool(s) and, on the stand-in, the server's open connections, while threads run."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.max_pool = 0
+        self.max_checked_out = 0
+        self.max_server_connections = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def sample(self) -> None:
+        for pool in list(ns_module._pools.values()):
+            stats = pool.stats()
+            self.max_pool = max(self.max_pool, int(stats["size"]))
+            self.max_checked_out = max(self.max_checked_out, int(stats["checked_out"]))
+        if getattr(self.server, "is_standin", False):
+            self.max_server_connections = max(
+                self.max_server_connections, int(self.server.stats()["connections_open"])
+            )
+
+    def run(self) -> None:
+        while not self.stop.wait(0.005):
+            self.sample()
+
+    def __enter__(self) -> Monitor:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.sample()
+
+
+class SweepReports:
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, int]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, error: Any, deleted: int) -> None:
+        with self.lock:
+            self.calls.append((error, deleted))
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+def fill_expired(server: Any, table: str, count: int) -> None:
+    values = [f"(N'expired-{i:06d}', N'{{}}', DATEADD(second, -600, GETUTCDATE()))" for i in range(count)]
+    for start in range(0, count, 500):
+        server.execute(
+            f"INSERT INTO {table} ([sid], [session], [expires]) "
+            f"VALUES {', '.join(values[start : start + 500])}"
+        )
+
+
+def count(server: Any, sql: str) -> int:
+    return int(server.execute(sql)[0][0])
+
+
+def run_threads(target: Callable[[int], None]) -> list[BaseException]:
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    start = threading.Barrier(THREADS)
+
+    def wrapper(n: int) -> None:
+        try:
+            start.wait(30)
+            target(n)
+        except BaseException as exc:  # every failure is collected and reported
+            with lock:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=wrapper, args=(n,), name=f"client-{n}") for n in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+        assert not t.is_alive(), f"{t.name} is stuck"
+    return errors
+
+
+@pytest.fixture
+def options(mssql_server: Any, mssql_table: str) -> dict[str, Any]:
+    return {
+        "type": "ext:mssql",
+        "url": mssql_server.url,
+        "table": mssql_table,
+        "data_serializer": "json",
+        "pool_size": POOL_SIZE,
+        "pool_max_overflow": POOL_OVERFLOW,
+        "pool_timeout": 60,
+    }
+
+
+def sweeping(options: dict[str, Any], reports: SweepReports) -> dict[str, Any]:
+    return dict(
+        options,
+        auto_remove=True,
+        auto_remove_interval=0.2,
+        auto_remove_batch_size=200,
+        auto_remove_callback=reports,
+    )
+
+
+def test_distinct_sessions_under_concurrency_with_sweeper(
+    mssql_server: Any, mssql_table: str, options: dict[str, Any]
+) -> None:
+    fill_expired(mssql_server, mssql_table, EXPIRED_ROWS)
+    reports = SweepReports()
+    opts = sweeping(options, reports)
+    wsgi = SessionMiddleware(app, **opts)
+    sids: dict[int, str] = {}
+    mismatches: list[str] = []
+
+    def client(n: int) -> None:
+        c = Client(wsgi)
+        last = None
+        for i in range(REQUESTS_PER_THREAD):
+            if i % 2 == 0:
+                last = f"t{n}-r{i}"
+                assert c.get(f"/write?v={last}") == "ok"
+            else:
+                seen = c.get("/read")
+                if seen != last:
+                    mismatches.append(f"thread {n} request {i}: read {seen!r}, wrote {last!r}")
+        sids[n] = c.sid
+
+    with Monitor(mssql_server) as monitor:
+        errors = run_threads(client)
+    assert not errors, f"{len(errors)} thread(s) failed; first: {errors[0]!r}"
+    assert not mismatches, mismatches[:5]
+    assert len(set(sids.values())) == THREADS
+
+    # Every session is present with its last written value and its write count.
+    writes = (REQUESTS_PER_THREAD + 1) // 2
+    last_i = (writes - 1) * 2
+    load = {k: v for k, v in opts.items() if k != "auto_remove"}
+    for n, sid in sids.items():
+        session = Session({}, id=sid, use_cookies=False, **load)
+        assert not session.is_new, f"session of thread {n} is missing"
+        assert session["value"] == f"t{n}-r{last_i}"
+        assert session["writes"] == writes
+
+    # The pool bound held (and, on the stand-in, the server saw no more connections than that).
+    bound = POOL_SIZE + POOL_OVERFLOW
+    assert 0 < monitor.max_pool <= bound
+    assert monitor.max_checked_out <= bound
+    if getattr(mssql_server, "is_standin", False):
+        assert monitor.max_server_connections <= bound
+
+    # The sweeper ran alongside without errors; finish its work and check it deleted only expired rows.
+    with reports.lock:
+        calls = list(reports.calls)
+    assert all(error is None for error, _ in calls), [e for e, _ in calls if e is not None][:3]
+    with MSSQLStore(url=mssql_server.url, table=mssql_table) as store:
+        store.destroy_expired()
+    assert count(mssql_server, f"SELECT COUNT(*) FROM {mssql_table} WHERE [expires] <= GETUTCDATE()") == 0
+    assert count(mssql_server, f"SELECT COUNT(*) FROM {mssql_table}") == THREADS
+
+
+def test_one_shared_session_under_concurrency_with_sweeper(
+    mssql_server: Any, mssql_table: str, options: dict[str, Any]
+) -> None:
+    """All threads use one session id that is not in the table yet: the first saves race to insert it."""
+    fill_expired(mssql_server, mssql_table, EXPIRED_ROWS // 3)
+    reports = SweepReports()
+    opts = sweeping(options, reports)
+    wsgi = SessionMiddleware(app, **opts)
+    sid = uuid.uuid4().hex
+    written: set[str] = set()
+    lock = threading.Lock()
+
+    def client(n: int) -> None:
+        c = Client(wsgi, cookie=f"beaker.session.id={sid}")
+        for i in range(REQUESTS_PER_THREAD):
+            if i % 2 == 0:
+                value = f"t{n}-r{i}"
+                with lock:
+                    written.add(value)
+                assert c.get(f"/write?v={value}") == "ok"
+            else:
+                seen = c.get("/read")
+                assert seen == "None" or seen in written, seen
+        assert c.sid == sid
+
+    with Monitor(mssql_server) as monitor:
+        errors = run_threads(client)
+    assert not errors, f"{len(errors)} thread(s) failed; first: {errors[0]!r}"
+
+    rows = mssql_server.execute(f"SELECT COUNT(*) FROM {mssql_table} WHERE [sid] = N'{sid}'")
+    assert rows == [(1,)], "the shared session is not exactly one row"
+    load = {k: v for k, v in opts.items() if k != "auto_remove"}
+    session = Session({}, id=sid, use_cookies=False, **load)
+    assert session["value"] in written  # last writer wins, and it is one of the written values
+    assert 1 <= session["writes"] <= THREADS * ((REQUESTS_PER_THREAD + 1) // 2)
+    bound = POOL_SIZE + POOL_OVERFLOW
+    assert 0 < monitor.max_pool <= bound
+    if getattr(mssql_server, "is_standin", False):
+        assert monitor.max_server_connections <= bound
+    with reports.lock:
+        assert all(error is None for error, _ in reports.calls)
+
+
+def test_pool_smaller_than_thread_count_waits_instead_of_failing(
+    mssql_server: Any, mssql_table: str, options: dict[str, Any]
+) -> None:
+    """pool_size 2 and no overflow for 16 threads: requests queue for a connection; none fails."""
+    opts = dict(options, pool_size=2, pool_max_overflow=0)
+    wsgi = SessionMiddleware(app, **opts)
+
+    def client(n: int) -> None:
+        c = Client(wsgi)
+        for i in range(6):
+            assert c.get(f"/write?v={n}-{i}") == "ok"
+            assert c.get("/read") == f"{n}-{i}"
+
+    with Monitor(mssql_server) as monitor:
+        errors = run_threads(client)
+    assert not errors, errors[:3]
+    assert monitor.max_pool <= 2
+    pools = list(ns_module._pools.values())
+    assert pools and all(p.stats()["timeouts"] == 0 for p in pools)
+    assert any(p.stats()["waits"] > 0 for p in pools), "16 threads on 2 connections never waited?"
+    if getattr(mssql_server, "is_standin", False):
+        assert monitor.max_server_connections <= 2

@@ -1,0 +1,84 @@
+"""The statements: shapes, quoting, parameters only, LIKE escaping, DDL."""
+
+from __future__ import annotations
+
+import re
+
+from beaker_mssql.config import parse_table_name
+from beaker_mssql.sql import create_table_sql, escape_like, statements_for
+
+
+def test_built_once_per_table_and_clock():
+    t = parse_table_name("dbo.sessions")
+    assert statements_for(t, True) is statements_for(parse_table_name("[dbo].[sessions]"), True)
+    assert statements_for(t, True) is not statements_for(t, False)
+
+
+def test_now_function():
+    t = parse_table_name("s")
+    assert "GETUTCDATE()" in statements_for(t, True).get and "GETDATE()" not in statements_for(t, True).get
+    assert "GETDATE()" in statements_for(t, False).set and "GETUTCDATE()" not in statements_for(t, False).set
+
+
+def test_get_is_exact_and_live():
+    s = statements_for(parse_table_name("dbo.sessions"))
+    assert s.get == (
+        "SELECT [session] FROM [dbo].[sessions] WHERE [sid] = %(sid)s AND [sid] = %(sid)s "
+        "COLLATE Latin1_General_BIN2 AND [expires] > GETUTCDATE()"
+    )
+
+
+def test_upsert_shape():
+    s = statements_for(parse_table_name("dbo.sessions")).set
+    assert s.startswith("SET NOCOUNT ON; SET XACT_ABORT ON;")
+    assert "MERGE" not in s
+    update = r"BEGIN TRANSACTION;.*UPDATE \[dbo\]\.\[sessions\] WITH \(UPDLOCK, SERIALIZABLE\)"
+    assert re.search(update, s, re.S)
+    assert "IF @@ROWCOUNT = 0" in s and "INSERT INTO [dbo].[sessions] ([sid], [session], [expires])" in s
+    assert s.count("COLLATE Latin1_General_BIN2") == 1
+    assert "COMMIT TRANSACTION;" in s
+    assert s.count("DATEADD(second, %(ttl)s, GETUTCDATE())") == 2
+
+
+def test_values_are_parameters_only():
+    s = statements_for(parse_table_name("dbo.sessions"))
+    names = ("get", "set", "touch", "destroy", "clear", "destroy_expired", "delete_prefix", "keys_prefix")
+    for name in names:
+        text = getattr(s, name)
+        assert "'" not in text.replace("N'\\'", ""), name  # no literal values (only the ESCAPE char)
+
+
+def test_hostile_table_name_is_quoted():
+    t = parse_table_name("[we]]ird].[na]]me]")
+    s = statements_for(t)
+    assert "FROM [we]]ird].[na]]me] WHERE" in s.get
+    ddl = create_table_sql(t)
+    assert "N'[we]]ird].[na]]me]'" in ddl
+
+
+def test_batch_and_like_statements():
+    s = statements_for(parse_table_name("t"))
+    assert s.clear == "DELETE TOP (%(batch)s) FROM [dbo].[t]"
+    assert s.destroy_expired == "DELETE TOP (%(batch)s) FROM [dbo].[t] WHERE [expires] <= GETUTCDATE()"
+    assert s.delete_prefix.endswith("WHERE [sid] LIKE %(pattern)s ESCAPE N'\\'")
+    assert "TRUNCATE" not in s.clear
+
+
+def test_escape_like():
+    assert escape_like("a_b%c[d\\e") == "a\\_b\\%c\\[d\\\\e"
+    assert escape_like("plain") == "plain"
+
+
+def test_create_table_sql_idempotent_shape():
+    ddl = create_table_sql(parse_table_name("dbo.sessions"))
+    assert "IF OBJECT_ID(N'[dbo].[sessions]', N'U') IS NULL" in ddl
+    assert "[sid] nvarchar(255) NOT NULL PRIMARY KEY" in ddl
+    assert "[session] nvarchar(max) NOT NULL" in ddl and "[expires] datetime NOT NULL" in ddl
+    assert "INDEXPROPERTY(OBJECT_ID(N'[dbo].[sessions]'), N'IX_sessions_expires', 'IndexID') IS NULL" in ddl
+    assert "CREATE INDEX [IX_sessions_expires] ON [dbo].[sessions] ([expires]);" in ddl
+
+
+def test_create_table_sql_memory_optimized():
+    ddl = create_table_sql(parse_table_name("dbo.sessions"), memory_optimized=True)
+    assert "MEMORY_OPTIMIZED = ON" in ddl and "DURABILITY = SCHEMA_ONLY" in ddl
+    assert "NONCLUSTERED HASH" in ddl and "INDEX [IX_sessions_expires] NONCLUSTERED ([expires])" in ddl

@@ -1,0 +1,129 @@
+"""auto_remove: the background sweeper, driven directly with run_once() (no waiting)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from beaker_mssql import MSSQLStore
+from beaker_mssql.sweeper import Sweeper, sweeper_for
+
+
+def sid():
+    return uuid.uuid4().hex
+
+
+@pytest.fixture
+def make_store(standin, mssql_table):
+    stores = []
+
+    def make(**options):
+        options.setdefault("url", standin.url)
+        options.setdefault("table", mssql_table)
+        s = MSSQLStore(**options)
+        stores.append(s)
+        return s
+
+    yield make
+    for s in stores:
+        s.close()
+
+
+def fill(store, expired, live, server):
+    for _ in range(expired):
+        store.set(sid(), "old", ttl=5)
+    server.clock.advance(6)
+    for _ in range(live):
+        store.set(sid(), "new", ttl=3600)
+
+
+def test_run_once_deletes_expired_in_batches(standin, make_store):
+    calls = []
+    s = make_store(auto_remove_batch_size=4, auto_remove_callback=lambda err, n: calls.append((err, n)))
+    fill(s, 10, 2, standin)
+    sweeper = Sweeper(s, start=False)
+    standin.reset_stats()
+    assert sweeper.run_once() == 10
+    assert calls == [(None, 10)]
+    assert s.stats()["expired"] == 0 and s.length() == 2
+    # getapplock + 3 batches (4, 4, 2) + releaseapplock
+    assert standin.stats()["requests"] == 5
+
+
+def test_pre_remove_callback_failure_skips_sweep(standin, make_store):
+    calls, errors = [], []
+
+    def refuse():
+        raise RuntimeError("maintenance window")
+
+    s = make_store(pre_remove_callback=refuse, auto_remove_callback=lambda err, n: calls.append((err, n)))
+    s.events.on("error", lambda exc, method: errors.append(method))
+    fill(s, 3, 0, standin)
+    assert Sweeper(s, start=False).run_once() is None
+    assert len(calls) == 1 and isinstance(calls[0][0], RuntimeError) and calls[0][1] == 0
+    assert errors == ["auto_remove"]
+    assert s.stats()["expired"] == 3
+
+
+def test_only_one_sweeper_at_a_time(standin, make_store):
+    a, b = make_store(), make_store(pool_size=1)
+    fill(a, 3, 0, standin)
+    lock = b.acquire_applock("auto_remove")  # another "process" is sweeping
+    try:
+        result = []
+        t = threading.Thread(target=lambda: result.append(Sweeper(a, start=False).run_once()))
+        t.start()
+        t.join()
+        assert result == [None]  # @LockTimeout = 0: skipped, not waited
+        assert a.stats()["expired"] == 3
+    finally:
+        lock.release()
+    assert Sweeper(a, start=False).run_once() == 3
+
+
+def test_failing_sweep_reports_and_thread_survives(standin, make_store):
+    calls = []
+    s = make_store(retries=0, auto_remove_callback=lambda err, n: calls.append((err, n)))
+    s.get(sid())
+    sweeper = Sweeper(s, interval=0.05, start=False)
+    standin.faults.raise_error(1205, times=1, pattern=r"DELETE TOP")
+    assert sweeper.run_once() is None
+    assert calls and calls[0][0] is not None and calls[0][0].number == 1205
+    assert s.pool.stats()["checked_out"] == 0  # the lock's connection went back
+    assert sweeper.run_once() == 0 and calls[-1] == (None, 0)
+
+
+def test_background_thread_runs_and_stops(standin, make_store):
+    done = threading.Event()
+    s = make_store(auto_remove="true", auto_remove_interval="0.05",
+                   auto_remove_callback=lambda err, n: done.set())
+    fill(s, 2, 0, standin)
+    sweeper = s._sweeper
+    assert sweeper is not None and sweeper.alive  # started lazily by the first use
+    assert done.wait(5)
+    assert s.stats()["expired"] == 0
+    s.close()
+    deadline = time.monotonic() + 5
+    while sweeper.alive and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not sweeper.alive
+
+
+def test_one_sweeper_per_connection_and_table(standin, make_store):
+    a = make_store(auto_remove=True, auto_remove_interval=3600)
+    b = make_store(auto_remove=True, auto_remove_interval=3600, ttl=5)
+    a.get(sid())
+    b.get(sid())
+    assert a._sweeper is b._sweeper is sweeper_for(a)
+    a.close()
+    assert b._sweeper.alive  # still needed by b
+    b.close()
+
+
+def test_no_sweeper_without_auto_remove(standin, make_store):
+    s = make_store()
+    s.get(sid())
+    assert s._sweeper is None
