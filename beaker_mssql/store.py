@@ -57,14 +57,17 @@ _created_lock = threading.Lock()
 def validate_sid(sid: object) -> str:
     """Check an id before it goes anywhere near the server.
 
-    1..255 characters (the column width), no control characters, no trailing space: the default
-    collation ignores trailing spaces in ``=``, so ``'abc '`` would otherwise address ``'abc'``.
+    1..255 characters as SQL Server counts them (UTF-16 code units: an emoji takes two), no control
+    characters, no lone surrogates, no trailing space: the default collation ignores trailing spaces
+    in ``=``, so ``'abc '`` would otherwise address ``'abc'``.
     """
     problem = None
     if not isinstance(sid, str):
         problem = f"must be a str, got {type(sid).__name__}"
-    elif not 1 <= len(sid) <= MAX_SID_LENGTH:
-        problem = f"must be 1-{MAX_SID_LENGTH} characters, got {len(sid)}"
+    elif not 1 <= _utf16_length(sid) <= MAX_SID_LENGTH:
+        problem = f"must be 1-{MAX_SID_LENGTH} characters (UTF-16 code units), got {_utf16_length(sid)}"
+    elif not _encodable(sid):
+        problem = "must be valid Unicode (it holds a lone surrogate)"
     elif _CONTROL.search(sid):
         problem = "must not contain control characters"
     elif sid.endswith(" "):
@@ -75,6 +78,19 @@ def validate_sid(sid: object) -> str:
         raise InvalidSessionId(f"invalid session id {shown}: it {problem}")
     assert isinstance(sid, str)
     return sid
+
+
+def _utf16_length(text: str) -> int:
+    """Length as nvarchar counts it: characters outside the BMP take two code units."""
+    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_ttl(ttl: object) -> int:
@@ -436,6 +452,10 @@ class MSSQLStore:
                 if item is not None:
                     if pinned is not None:
                         if broken:
+                            logger.warning(
+                                "beaker_mssql: the connection holding this thread's app locks broke; "
+                                "the locks are released by the server"
+                            )
                             self._unpin(broken=True)
                     else:
                         self.pool.release(item, broken=broken)
@@ -453,9 +473,11 @@ class MSSQLStore:
                 error = self._translate(exc, method)
                 self.events.emit("session_error", error, method)
                 raise error from exc
-            except BaseException:
+            except BaseException as exc:
                 if item is not None and pinned is None:
                     self.pool.release(item)
+                if isinstance(exc, MSSQLStoreError):  # e.g. PoolTimeoutError
+                    self.events.emit("session_error", exc, method)
                 raise
             else:
                 if pinned is None:

@@ -81,7 +81,8 @@ def run(url: str, threads: int, seconds: float, make_sql: Callable[[int, int], s
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--url", help="benchmark this server instead of a fresh stand-in")
     parser.add_argument("--in-process", action="store_true", help="run the stand-in in this process")

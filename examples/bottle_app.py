@@ -11,6 +11,8 @@ from typing import Any
 import bottle
 from beaker.middleware import SessionMiddleware
 
+from beaker_mssql.integrations import end_session
+
 
 def _session() -> Any:
     return bottle.request.environ["beaker.session"]
@@ -32,7 +34,7 @@ def login() -> dict[str, Any]:
         return {"error": "username is required"}
     session = _session()
     visits = session.get("visits", 0)
-    session.invalidate()
+    end_session(session)  # delete the pre-login row; session.invalidate() gives the new id
     session["visits"] = visits
     session["user"] = username
     session.save()
@@ -40,8 +42,8 @@ def login() -> dict[str, Any]:
 
 
 def logout() -> dict[str, Any]:
-    """Log out: removes the row and expires the cookie."""
-    _session().delete()
+    """Log out: delete the row now, continue with a new empty session id (see end_session)."""
+    end_session(_session())
     return {"user": None}
 
 

@@ -46,7 +46,7 @@ def run(url: Optional[str], host: str, port: int, data_file: Path) -> int:
         data_file.parent.mkdir(parents=True, exist_ok=True)
         standin = SQLServerStandIn(data_file=str(data_file)).start()
         url = standin.url
-        source = f"the SQL Server stand-in (data in {data_file})"
+        source = f"the SQL Server stand-in, data in {data_file}"
     try:
         settings = pyramid_app.load_settings()
         settings["session.url"] = url

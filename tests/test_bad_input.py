@@ -201,21 +201,26 @@ def test_odd_session_ids_round_trip_exactly(store: MSSQLStore, mssql_server: Any
     assert count_rows(mssql_server, store.settings.table.quoted) == 0
 
 
-def test_non_bmp_sid_longer_than_the_column_in_utf16(store: MSSQLStore, mssql_server: Any) -> None:
-    """200 emoji are 200 Python characters but 400 UTF-16 code units: nvarchar(255) cannot hold them.
-    Either refused before the write or stored exactly; never silently truncated."""
-    sid = "😀" * 200
-    before = requests(mssql_server)
-    try:
-        store.set(sid, "data")
-    except MSSQLStoreError as exc:
-        # A refusal must be clear; if it came from the server, nothing may have been written.
-        assert count_rows(mssql_server, store.settings.table.quoted) == 0, exc
-        if isinstance(exc, InvalidSessionId):
-            assert requests(mssql_server) == before
-        return
+def test_non_bmp_sid_that_fits_the_column_round_trips(store: MSSQLStore) -> None:
+    """127 emoji are 254 UTF-16 code units: they fit nvarchar(255)."""
+    sid = "😀" * 127
+    store.set(sid, "data")
     assert store.get(sid) == "data"
     assert store.all() == {sid: "data"}
+
+
+def test_non_bmp_sid_longer_than_the_column_refused_before_any_request(
+    store: MSSQLStore, mssql_server: Any
+) -> None:
+    """nvarchar(255) holds 255 UTF-16 code units; 128 emoji are 128 Python characters but 256 code units.
+    SQL Server refuses the row (error 2628, string would be truncated) -- so the store must refuse the id
+    itself, like any other id that cannot be stored, before sending anything."""
+    sid = "😀" * 128
+    before = requests(mssql_server)
+    with pytest.raises(InvalidSessionId):
+        store.set(sid, "data")
+    assert requests(mssql_server) == before
+    assert count_rows(mssql_server, store.settings.table.quoted) == 0
 
 
 @pytest.mark.parametrize(

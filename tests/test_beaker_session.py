@@ -67,10 +67,11 @@ def test_new_reload_modify(mssql_server, mssql_url, mssql_table):
 
 
 def test_delete(mssql_server, mssql_url, mssql_table):
-    web = make_app(mssql_url, mssql_table)
+    web = make_app(mssql_url, mssql_table, data_serializer="json")
     sid = web.get("/set", "x").json["id"]
     web.get("/delete")
-    assert sid not in rows(mssql_server, mssql_table)
+    # Beaker's delete() clears the data and expires the cookie; it saves the emptied dict.
+    assert "value" not in json.loads(rows(mssql_server, mssql_table)[sid])
     assert web.get("/").json["value"] is None
 
 
@@ -179,7 +180,7 @@ def test_corrupt_row_invalidated_or_reported(mssql_server, mssql_url, mssql_tabl
         strict.get("/")
     lenient = make_app(mssql_url, mssql_table, invalidate_corrupt=True)
     lenient.set_cookie("beaker.session.id", sid)
-    with pytest.warns(UserWarning, match="Invalidating corrupt session"):
+    with pytest.warns(Warning, match="Invalidating corrupt session"):
         reply = lenient.get("/").json
     assert reply["id"] != sid and reply["value"] is None
 
@@ -242,3 +243,27 @@ def test_concurrent_requests(mssql_server, mssql_url, mssql_table):
     assert errors == []
     stored = rows(mssql_server, mssql_table)
     assert all(sid in stored for sid in results.values()) and len(results) == 16
+
+
+def test_entry_point_registration_without_import():
+    import subprocess
+    import sys
+
+    code = ("import sys; from beaker.cache import clsmap; cls = clsmap['ext:mssql']; "
+            "print(cls.__module__ + '.' + cls.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "beaker_mssql.namespace.MSSQLNamespaceManager"
+
+
+def test_ini_strings_and_create_table(mssql_server, mssql_url):
+    table = "ini_" + uuid.uuid4().hex[:8]
+    web = make_app(mssql_url, table, create_table="true", pool_size="2", pool_max_overflow="1",
+                   retries="0", use_utc="yes", ttl="600", pool_recycle="-1")
+    try:
+        sid = web.get("/set", "ini").json["id"]
+        assert web.get("/").json["value"] == "ini"
+        assert sid in rows(mssql_server, f"[dbo].[{table}]")
+    finally:
+        close_all()
+        quoted = f"[dbo].[{table}]"
+        mssql_server.execute(f"IF OBJECT_ID(N'{quoted}', N'U') IS NOT NULL DROP TABLE {quoted};")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any, Callable, Optional
@@ -84,13 +85,24 @@ class Client:
 
 
 class Monitor:
-    """Samples the pool(s) and, on the stand-in, the server's open connections, while threads run."""
+    """Samples the pool(s) while threads run; on the stand-in, also checks the server's side.
+
+    The pool's own count (connections open + logins in progress) is sampled for its maximum. The server
+    cannot be sampled the same way (a closed overflow connection disappears there a moment after the
+    client closed it), so on the stand-in the monitor instead checks that every login the server saw
+    came from these pools, and that once the threads stop the server holds exactly the pools' idle
+    connections.
+    """
 
     def __init__(self, server: Any) -> None:
         self.server = server
+        self.standin = bool(getattr(server, "is_standin", False))
         self.max_pool = 0
         self.max_checked_out = 0
-        self.max_server_connections = 0
+        self.baseline = 0
+        self.server_logins = 0
+        self.pool_connects = 0
+        self.server_matches_pool = True
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
 
@@ -99,16 +111,15 @@ class Monitor:
             stats = pool.stats()
             self.max_pool = max(self.max_pool, int(stats["size"]))
             self.max_checked_out = max(self.max_checked_out, int(stats["checked_out"]))
-        if getattr(self.server, "is_standin", False):
-            self.max_server_connections = max(
-                self.max_server_connections, int(self.server.stats()["connections_open"])
-            )
 
     def run(self) -> None:
         while not self.stop.wait(0.005):
             self.sample()
 
     def __enter__(self) -> Monitor:
+        if self.standin:
+            self.server.reset_stats()
+            self.baseline = int(self.server.stats()["connections_open"])
         self.thread.start()
         return self
 
@@ -116,6 +127,26 @@ class Monitor:
         self.stop.set()
         self.thread.join(5)
         self.sample()
+        pools = [p.stats() for p in ns_module._pools.values()]
+        self.pool_connects = sum(int(p["connects"]) for p in pools)
+        if self.standin:
+            self.server_logins = int(self.server.stats()["logins"])
+            held = sum(int(p["size"]) for p in pools)
+            deadline = time.monotonic() + 10
+            while int(self.server.stats()["connections_open"]) > self.baseline + held:
+                if time.monotonic() > deadline:
+                    self.server_matches_pool = False
+                    break
+                time.sleep(0.01)
+            self.detail = (f"baseline {self.baseline}, pool holds {held}, server has "
+                           f"{self.server.stats()['connections_open']} logged in")
+
+    def check(self, bound: int) -> None:
+        assert 0 < self.max_pool <= bound, f"pool held {self.max_pool} connections, bound {bound}"
+        assert self.max_checked_out <= bound
+        if self.standin:
+            assert self.server_logins == self.pool_connects, "the server saw logins from outside the pool"
+            assert self.server_matches_pool, f"the server holds other connections than the pool's: {self.detail}"
 
 
 class SweepReports:
@@ -228,12 +259,8 @@ def test_distinct_sessions_under_concurrency_with_sweeper(
         assert session["value"] == f"t{n}-r{last_i}"
         assert session["writes"] == writes
 
-    # The pool bound held (and, on the stand-in, the server saw no more connections than that).
-    bound = POOL_SIZE + POOL_OVERFLOW
-    assert 0 < monitor.max_pool <= bound
-    assert monitor.max_checked_out <= bound
-    if getattr(mssql_server, "is_standin", False):
-        assert monitor.max_server_connections <= bound
+    # The pool bound held (and, on the stand-in, the server saw only the pool's connections).
+    monitor.check(POOL_SIZE + POOL_OVERFLOW)
 
     # The sweeper ran alongside without errors; finish its work and check it deleted only expired rows.
     with reports.lock:
@@ -280,10 +307,7 @@ def test_one_shared_session_under_concurrency_with_sweeper(
     session = Session({}, id=sid, use_cookies=False, **load)
     assert session["value"] in written  # last writer wins, and it is one of the written values
     assert 1 <= session["writes"] <= THREADS * ((REQUESTS_PER_THREAD + 1) // 2)
-    bound = POOL_SIZE + POOL_OVERFLOW
-    assert 0 < monitor.max_pool <= bound
-    if getattr(mssql_server, "is_standin", False):
-        assert monitor.max_server_connections <= bound
+    monitor.check(POOL_SIZE + POOL_OVERFLOW)
     with reports.lock:
         assert all(error is None for error, _ in reports.calls)
 
@@ -304,9 +328,34 @@ def test_pool_smaller_than_thread_count_waits_instead_of_failing(
     with Monitor(mssql_server) as monitor:
         errors = run_threads(client)
     assert not errors, errors[:3]
-    assert monitor.max_pool <= 2
+    monitor.check(2)
     pools = list(ns_module._pools.values())
     assert pools and all(p.stats()["timeouts"] == 0 for p in pools)
     assert any(p.stats()["waits"] > 0 for p in pools), "16 threads on 2 connections never waited?"
-    if getattr(mssql_server, "is_standin", False):
-        assert monitor.max_server_connections <= 2
+
+
+def test_pool_keeps_connections_under_sustained_load(
+    mssql_server: Any, mssql_table: str, options: dict[str, Any]
+) -> None:
+    """16 threads on pool_size 4 + overflow 4: once warm, requests reuse connections instead of logging in.
+
+    A login costs several round trips; the target is no login per request after warm-up. The pool may
+    close surplus connections when load drops, but not while every connection is in demand.
+    """
+    wsgi = SessionMiddleware(app, **options)
+    per_thread = 30
+
+    def client(n: int) -> None:
+        c = Client(wsgi)
+        for i in range(per_thread):
+            assert c.get(f"/write?v={n}-{i}") == "ok"
+
+    with Monitor(mssql_server) as monitor:
+        errors = run_threads(client)
+    assert not errors, errors[:3]
+    monitor.check(POOL_SIZE + POOL_OVERFLOW)
+    requests = THREADS * per_thread
+    assert monitor.pool_connects <= 2 * (POOL_SIZE + POOL_OVERFLOW), (
+        f"{monitor.pool_connects} logins for {requests} requests: overflow connections are closed on "
+        "release while other threads still need them"
+    )

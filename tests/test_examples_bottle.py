@@ -35,7 +35,8 @@ def test_counter_login_and_restart(mssql_url, mssql_server, mssql_table, monkeyp
     anonymous = sid_of(app)
 
     assert app.post("/login", {"username": "carol"}).json == {"user": "carol"}
-    assert sid_of(app) != anonymous  # a new id on login
+    assert sid_of(app) != anonymous  # a new id on login ...
+    assert stored(mssql_server, mssql_table, anonymous) is None  # ... and the old row is gone
     assert stored(mssql_server, mssql_table, sid_of(app))["user"] == "carol"
 
     restarted = TestApp(bottle_app.make_app(mssql_url, mssql_table), cookiejar=app.cookiejar)
@@ -54,6 +55,8 @@ def test_logout_removes_the_row(mssql_url, mssql_server, mssql_table):
     assert stored(mssql_server, mssql_table, sid) is not None
     app.post("/logout")
     assert stored(mssql_server, mssql_table, sid) is None
+    assert sid_of(app) != sid
+    assert mssql_server.execute(f"SELECT COUNT(*) FROM {mssql_table}") == [(0,)]  # nothing saved yet
     assert app.get("/").json == {"visits": 1, "user": None}
 
 

@@ -105,8 +105,7 @@ def test_login_gets_a_new_session_id_and_flashes_once(settings, mssql_server, ms
     assert [li.text for li in page.html.find_all("li", class_="flash")] == ["Welcome, alice!"]
     assert app.get("/").html.find_all("li", class_="flash") == []  # popped: shown once
     assert app.get("/whoami").json["user"] == "alice"
-    old = row(mssql_server, mssql_table, before)
-    assert old is None or "alice" not in old[0]
+    assert row(mssql_server, mssql_table, before) is None  # the pre-login row is gone
 
 
 def test_login_requires_the_csrf_token(settings):
@@ -125,9 +124,11 @@ def test_logout_deletes_the_row_and_the_cookie(settings, mssql_server, mssql_tab
     page = app.get("/")
     response = page.forms["logout"].submit()
     assert response.status_int == 303
-    assert row(mssql_server, mssql_table, sid) is None
-    assert any(COOKIE in h and "expires=" in h.lower() for h in response.headers.getall("Set-Cookie"))
+    assert row(mssql_server, mssql_table, sid) is None  # deleted, not just emptied
+    assert sid_of(app) != sid  # the browser continues with a new id
     assert app.get("/whoami").json == {"user": None, "visits": 0}
+    page = response.follow()
+    assert [li.text for li in page.html.find_all("li", class_="flash")] == ["You are logged out."]
 
 
 def test_tampered_cookie_gets_a_fresh_session(settings, mssql_server, mssql_table):
@@ -245,6 +246,15 @@ def test_include_logs_the_server_without_the_password_and_warns_on_short_ttl(set
     assert "sessions in" in text and mssql_server.host in text
     assert mssql_server.password not in text
     assert "shorter than session.timeout" in text
+
+
+def test_include_warns_about_unsigned_cookies(settings, caplog):
+    caplog.set_level(logging.WARNING, logger="beaker_mssql")
+    pyramid_app.main({}, **settings)
+    assert "session.secret is not set" not in caplog.text
+    unsigned = {k: v for k, v in settings.items() if k != "session.secret"}
+    pyramid_app.main({}, **unsigned)
+    assert "session.secret is not set" in caplog.text
 
 
 def test_include_ignores_other_session_types():

@@ -11,6 +11,7 @@ from pathlib import Path
 import pymssql
 import pytest
 
+from beaker_mssql.cli import main as cli_main
 from beaker_mssql.config import TableName, parse_table_name
 from beaker_mssql.sql import create_table_sql, index_name, statements_for
 from beaker_mssql.store import MSSQLStore
@@ -81,6 +82,16 @@ def test_script_ddl_is_exactly_the_package_ddl(name, memory_optimized):
     assert marked(text) == create_table_sql(DEFAULT, memory_optimized=memory_optimized)
     # ... and that text is the script's only statement batch
     assert batches(text) == [marked(text)]
+
+
+@pytest.mark.parametrize(
+    ("name", "flags"),
+    [("create_sessions.sql", []), ("create_sessions_memory_optimized.sql", ["--memory-optimized"])],
+)
+def test_cli_dry_run_prints_the_script_ddl(capsys, monkeypatch, name, flags):
+    monkeypatch.delenv("BEAKER_MSSQL_URL", raising=False)
+    assert cli_main(["create-table", "--dry-run", *flags]) == 0
+    assert capsys.readouterr().out == marked(read(name))
 
 
 def test_create_sessions_script_runs_is_idempotent_and_passes_check(mssql_server, mssql_url, fresh_table):

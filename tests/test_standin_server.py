@@ -42,7 +42,8 @@ def test_advance_moves_getdate_and_getutcdate(standin: SQLServerStandIn) -> None
     standin.clock.freeze()
     standin.clock.set(datetime(2024, 2, 29, 12, 0, 0))
     standin.clock.utc_offset = timedelta(hours=2)
-    assert _one(standin, "SELECT GETUTCDATE(), GETDATE()") == (datetime(2024, 2, 29, 12), datetime(2024, 2, 29, 14))
+    assert _one(standin, "SELECT GETUTCDATE(), GETDATE()") == (
+        datetime(2024, 2, 29, 12), datetime(2024, 2, 29, 14))
     standin.clock.advance(86400 + 1.5)
     assert _one(standin, "SELECT GETUTCDATE(), GETDATE()") == (
         datetime(2024, 3, 1, 12, 0, 1, 500000), datetime(2024, 3, 1, 14, 0, 1, 500000))
@@ -174,8 +175,8 @@ def test_raise_error_deadlock_rolls_back_the_transaction(standin: SQLServerStand
 
 
 def test_raise_error_custom_message(standin: SQLServerStandIn) -> None:
-    standin.faults.raise_error(50001, message="custom trouble")
     with standin.connect(autocommit=True) as conn:
+        standin.faults.raise_error(50001, message="custom trouble")  # after connect(): it sends SETs
         with pytest.raises(pymssql.OperationalError) as info:
             conn.cursor().execute("SELECT 1")
     assert info.value.args == (50001, info.value.args[1]) and info.value.args[1].startswith(b"custom trouble")
@@ -204,8 +205,10 @@ def test_faults_object_is_exported() -> None:
 # -- restart, repr, lifecycle -------------------------------------------------------------------------------
 
 
-def test_stop_start_keeps_port_and_data_and_drops_connections(standin: SQLServerStandIn, mssql_table: str) -> None:
-    standin.execute(f"INSERT INTO {mssql_table} ([sid], [session], [expires]) VALUES (N'r', N'x', GETUTCDATE())")
+def test_stop_start_keeps_port_and_data_and_drops_connections(standin: SQLServerStandIn,
+                                                              mssql_table: str) -> None:
+    standin.execute(f"INSERT INTO {mssql_table} ([sid], [session], [expires]) "
+                    "VALUES (N'r', N'x', GETUTCDATE())")
     port = standin.port
     conn = standin.connect(autocommit=True)
     standin.stop()
@@ -222,7 +225,8 @@ def test_stop_start_keeps_port_and_data_and_drops_connections(standin: SQLServer
 
 def test_stop_rolls_back_open_transactions(standin: SQLServerStandIn, mssql_table: str) -> None:
     conn = standin.connect()
-    conn.cursor().execute(f"INSERT INTO {mssql_table} ([sid], [session], [expires]) VALUES (N's', N'x', GETUTCDATE())")
+    conn.cursor().execute(f"INSERT INTO {mssql_table} ([sid], [session], [expires]) "
+                          "VALUES (N's', N'x', GETUTCDATE())")
     standin.stop()
     standin.start()
     conn.close()
@@ -251,7 +255,8 @@ def test_context_manager_closes(mssql_server: Any) -> None:
         assert server.running
     assert not server.running
     with pytest.raises(pymssql.OperationalError):
-        pymssql.connect(server="127.0.0.1", port=str(port), user="sa", password=server.password, login_timeout=2)
+        pymssql.connect(server="127.0.0.1", port=str(port), user="sa", password=server.password,
+                        login_timeout=2)
 
 
 def test_data_file_persists_across_servers(tmp_path: Path, mssql_server: Any) -> None:
@@ -273,8 +278,8 @@ def test_run_standin_prints_the_url_once_and_stops(capsys: Any) -> None:
         servers.append(server)
         ready.set()
 
-    thread = threading.Thread(target=run_standin, kwargs=dict(port=0, password="Pw-123456", ready=on_ready,
-                                                              stop_event=stop))
+    thread = threading.Thread(target=run_standin, kwargs={"port": 0, "password": "Pw-123456",
+                                                          "ready": on_ready, "stop_event": stop})
     thread.start()
     try:
         assert ready.wait(10)
@@ -303,7 +308,7 @@ def test_run_standin_stops_on_sigterm(tmp_path: Path) -> None:
         proc.kill()
 
 
-# -- RealServer and the pytest plugin --------------------------------------------------------------------------
+# -- RealServer and the pytest plugin ---------------------------------------------------------------
 
 
 def test_real_server_wrapper_against_the_standin(standin: SQLServerStandIn) -> None:
@@ -352,7 +357,8 @@ def test_plugin_fixtures_against_a_real_server_url(tmp_path: Path, standin: SQLS
     (tmp_path / "test_plugin_user.py").write_text(PLUGIN_TEST)
     env = dict(os.environ, BEAKER_MSSQL_TEST_URL=standin.url)
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
-                             str(tmp_path)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+                             str(tmp_path)], capture_output=True, text=True, env=env, cwd=tmp_path,
+                            timeout=120)
     assert "2 passed, 2 skipped" in result.stdout, result.stdout + result.stderr
     assert "BEAKER_MSSQL_TEST_URL points at a real server" in result.stdout
     assert standin.password not in result.stdout

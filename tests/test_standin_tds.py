@@ -159,10 +159,9 @@ def test_select_done_carries_select_curcmd() -> None:
     assert stream.endswith(struct.pack("<BHHQ", 0xFD, tds.DONE_COUNT, tds.CURCMD_SELECT, 1))
 
 
-def test_use_database_emits_envchange_and_info() -> None:
+def test_use_database_emits_envchange() -> None:
     stream = tds.encode_events([DatabaseChanged("test", "master"), Done(None)], "S")
-    assert stream[0] == tds.TOKEN_ENVCHANGE
-    assert "Changed database context to 'test'.".encode("utf-16-le") in stream
+    assert stream == tds.envchange_text(tds.ENV_DATABASE, "test", "master") + tds.done()
 
 
 def test_error_token_layout() -> None:
@@ -175,3 +174,14 @@ def test_error_token_layout() -> None:
     assert struct.unpack_from("<i", token, len(token) - 4)[0] == 3
     info = tds.message_token(Message(5701, 0, 2, "x"), "SRV")
     assert info[0] == tds.TOKEN_INFO
+
+
+def test_too_narrow_columns_are_sent_as_max() -> None:
+    columns = [Column("s", SqlType.NVARCHAR, 4), Column("b", SqlType.VARBINARY, 2),
+               Column("ok", SqlType.NVARCHAR, 9)]
+    encoder = tds.ResultEncoder(columns, [("hello", b"abc", "fits"), (None, None, None)])
+    assert b"\xe7\xff\xff" + tds.COLLATION + tds.b_varchar("s") in encoder.metadata
+    assert b"\xa5\xff\xff" + tds.b_varchar("b") in encoder.metadata
+    assert b"\xe7\x12\x00" + tds.COLLATION + tds.b_varchar("ok") in encoder.metadata
+    row = b"".join(encoder.rows([("hello", b"abc", "fits")]))
+    assert row.startswith(b"\xd1" + tds.plp("hello".encode("utf-16-le")) + tds.plp(b"abc"))

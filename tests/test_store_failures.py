@@ -155,6 +155,8 @@ def test_session_error_hook_gets_method(standin, make_store):
 
 def test_pool_timeout_through_store(standin, make_store):
     s = make_store(pool_size=1, pool_max_overflow=0, pool_timeout=0.2)
+    reported = []
+    s.events.on("session_error", lambda exc, method: reported.append((type(exc).__name__, method)))
     lock = s.acquire_applock("hold")  # pins the only connection to this thread
     import threading
 
@@ -172,6 +174,8 @@ def test_pool_timeout_through_store(standin, make_store):
     lock.release()
     assert err and isinstance(err[0], PoolTimeoutError)
     assert "pool_size" in str(err[0])
+    assert reported == [("PoolTimeoutError", "get")]
+    assert s.pool.stats()["timeouts"] == 1
 
 
 def test_pinned_connection_serves_same_thread(standin, make_store):
@@ -180,3 +184,16 @@ def test_pinned_connection_serves_same_thread(standin, make_store):
     s.set(sid(), "x")  # same thread: uses the pinned connection, no deadlock
     lock.release()
     assert s.pool.stats()["checked_out"] == 0
+
+
+def test_insert_race_2627_runs_batch_again(standin, make_store):
+    """A 2627 on the INSERT (a concurrent first save where hints are ignored, as on Babelfish):
+    XACT_ABORT rolled back, the batch runs once more and succeeds (not counted as a retry)."""
+    s = make_store(retries=0)
+    warm(s)
+    k = sid()
+    standin.reset_stats()
+    standin.faults.raise_error(2627, times=1, pattern=r"^\s*INSERT")
+    s.set(k, "x")
+    assert s.get(k) == "x"
+    assert standin.stats()["requests"] == 3  # failed batch, the batch again, the get

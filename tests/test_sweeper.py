@@ -47,10 +47,10 @@ def test_run_once_deletes_expired_in_batches(standin, make_store):
     sweeper = Sweeper(s, start=False)
     standin.reset_stats()
     assert sweeper.run_once() == 10
-    assert calls == [(None, 10)]
-    assert s.stats()["expired"] == 0 and s.length() == 2
     # getapplock + 3 batches (4, 4, 2) + releaseapplock
     assert standin.stats()["requests"] == 5
+    assert calls == [(None, 10)]
+    assert s.stats()["expired"] == 0 and s.length() == 2
 
 
 def test_pre_remove_callback_failure_skips_sweep(standin, make_store):

@@ -10,7 +10,9 @@ cannot know about:
   committed, so a fresh database works without a separate deploy step;
 * one log line says which server and table sessions go to (password masked);
 * a ``session.ttl`` shorter than ``session.timeout`` is logged as a warning: rows would expire
-  while Beaker still considers the session valid, logging users out early.
+  while Beaker still considers the session valid, logging users out early;
+* a missing ``session.secret`` is logged as a warning: unsigned cookies let a client choose the
+  session id it presents.
 
 Use both includes, in this order::
 
@@ -131,6 +133,12 @@ def validate_settings(settings: Mapping[str, Any]) -> tuple[Optional[Settings], 
     options = session_options(settings)
     if options is not None:
         session = _parse(options, "session.")
+        beaker_options = _strip(settings, ("beaker.session.", "session."))
+        if not beaker_options.get("secret"):
+            logger.warning(
+                "session.secret is not set: session cookies are unsigned, so a client can present any "
+                "session id it likes; set a long random secret"
+            )
         timeout = options.get("timeout")
         if session.explicit_ttl is not None and timeout not in (None, ""):
             try:

@@ -334,10 +334,9 @@ def login_error(msg: Message, server_name: str) -> bytes:
     return message_token(msg, server_name) + done(DONE_ERROR)
 
 
-def database_changed(new: str, old: str, server_name: str) -> bytes:
-    """What `USE db` produces besides its DONE: ENVCHANGE + INFO 5701."""
-    return (envchange_text(ENV_DATABASE, new, old)
-            + message_token(Message(5701, 0, 1, f"Changed database context to '{new}'."), server_name))
+def database_changed(new: str, old: str) -> bytes:
+    """The ENVCHANGE of a successful `USE db` (the engine sends the INFO 5701 that goes with it)."""
+    return envchange_text(ENV_DATABASE, new, old)
 
 
 # -- requests -----------------------------------------------------------------------------------------
@@ -461,15 +460,39 @@ def column_type_info(column: Column) -> tuple[bytes, Encoder]:
     raise ValueError(f"unsupported column type {kind!r}")
 
 
+def _fits(column: Column, rows: list[tuple[Any, ...]], index: int) -> bool:
+    """Whether every value of a sized nvarchar/varbinary column fits its declared length."""
+    if column.type is SqlType.NVARCHAR:
+        limit = 2 * max(column.length, 1)  # bytes on the wire
+        for row in rows:
+            value = row[index]
+            if value is not None and 2 * len(value) > limit // 2 and len(value.encode("utf-16-le")) > limit:
+                return False
+    elif column.type is SqlType.VARBINARY:
+        limit = max(column.length, 1)
+        for row in rows:
+            value = row[index]
+            if value is not None and len(value) > limit:
+                return False
+    return True
+
+
 class ResultEncoder:
-    """COLMETADATA once, then ROW tokens with per-column encoders chosen up front (the hot path)."""
+    """COLMETADATA once, then ROW tokens with per-column encoders chosen up front (the hot path).
+
+    A sized nvarchar/varbinary column holding a longer value (an expression typed too narrowly) is
+    sent as MAX instead: a value larger than its declared length would corrupt the client's buffers.
+    """
 
     __slots__ = ("encoders", "metadata")
 
-    def __init__(self, columns: list[Column]) -> None:
+    def __init__(self, columns: list[Column], rows: Optional[list[tuple[Any, ...]]] = None) -> None:
         parts = [bytes((TOKEN_COLMETADATA,)), _H.pack(len(columns))]
         encoders: list[Encoder] = []
-        for column in columns:
+        for index, column in enumerate(columns):
+            if (rows and column.length != MAX and column.type in (SqlType.NVARCHAR, SqlType.VARBINARY)
+                    and not _fits(column, rows, index)):
+                column = Column(column.name, column.type, MAX, column.nullable)
             type_info, encoder = column_type_info(column)
             flags = 0x0001 if column.nullable else 0x0000
             parts.append(_I.pack(0))           # UserType (4 bytes from TDS 7.2 on)
@@ -511,7 +534,7 @@ def encode_events(events: list[Any], server_name: str) -> bytes:
     last_done_part = -1
     for index, event in enumerate(events):
         if isinstance(event, ResultSet):
-            encoder = ResultEncoder(event.columns)
+            encoder = ResultEncoder(event.columns, event.rows)
             parts.append(encoder.metadata)
             parts.extend(encoder.rows(event.rows))
             after_rows = True
@@ -527,7 +550,7 @@ def encode_events(events: list[Any], server_name: str) -> bytes:
             parts.append(message_token(event, server_name))
             error_seen = error_seen or event.is_error
         elif isinstance(event, DatabaseChanged):
-            parts.append(database_changed(event.new, event.old, server_name))
+            parts.append(database_changed(event.new, event.old))
         else:  # pragma: no cover - the engine only produces the four event types
             raise TypeError(f"unknown engine event {event!r}")
     if last_done != len(events) - 1 or not events:

@@ -25,6 +25,8 @@ from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.router import Router
 
+from beaker_mssql.integrations import end_session
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_INI = os.path.join(HERE, "development.ini")
 REPORT_CACHE = "pyramid_app.report_cache"
@@ -102,9 +104,7 @@ def login(request: Request) -> HTTPSeeOther:
         request.session.flash("Please enter a name.")
         return HTTPSeeOther(location="/")
     visits = request.session.get("visits", 0)
-    # invalidate(): drop the data and get a fresh id; the old row has nothing left worth stealing
-    # and expires by its ttl (or the sweeper).
-    request.session.invalidate()
+    end_session(request.session)  # the pre-login row is deleted; session.invalidate() gives a new id
     request.session["visits"] = visits
     request.session["user"] = username
     request.session.flash(f"Welcome, {username}!")
@@ -112,8 +112,12 @@ def login(request: Request) -> HTTPSeeOther:
 
 
 def logout(request: Request) -> HTTPSeeOther:
-    """Log out: delete the row (not just empty it) and expire the cookie."""
-    request.session.delete()
+    """Log out: delete the row now and continue with a new, empty session id.
+
+    (Beaker's own ``session.delete()`` would save the emptied session under the same id.)
+    """
+    end_session(request.session)
+    request.session.flash("You are logged out.")
     return HTTPSeeOther(location="/")
 
 

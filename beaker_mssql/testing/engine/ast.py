@@ -19,7 +19,7 @@ class Expr:
 @dataclass(eq=False)
 class Lit(Expr):
     slot: int
-    kind: str           # lexer.LIT_*
+    kind: str  # lexer.LIT_*
 
 
 @dataclass(eq=False)
@@ -30,7 +30,7 @@ class Const(Expr):
 
 @dataclass(eq=False)
 class Col(Expr):
-    parts: list[str]    # [col] / [alias, col] / [schema, table, col]
+    parts: list[str]  # [col] / [alias, col] / [schema, table, col]
     line: int = 1
 
 
@@ -42,7 +42,7 @@ class Var(Expr):
 
 @dataclass(eq=False)
 class GVar(Expr):
-    name: str           # upper-case, e.g. '@@ROWCOUNT'
+    name: str  # upper-case, e.g. '@@ROWCOUNT'
 
 
 @dataclass(eq=False)
@@ -60,7 +60,7 @@ class Binary(Expr):
 
 @dataclass(eq=False)
 class Compare(Expr):
-    op: str             # = <> < <= > >=
+    op: str  # = <> < <= > >=
     left: Expr
     right: Expr
 
@@ -128,12 +128,12 @@ class Subquery(Expr):
 
 @dataclass(eq=False)
 class DatePart(Expr):
-    name: str           # canonical: 'second', 'minute', ...
+    name: str  # canonical: 'second', 'minute', ...
 
 
 @dataclass(eq=False)
 class Func(Expr):
-    name: str           # upper-case
+    name: str  # upper-case
     args: list[Expr]
     star: bool = False
     distinct: bool = False
@@ -151,7 +151,7 @@ class Cast(Expr):
 @dataclass(eq=False)
 class Collate(Expr):
     operand: Expr
-    collation: str      # upper-case name
+    collation: str  # upper-case name
     binary: bool
 
 
@@ -191,7 +191,7 @@ class Stmt:
 
 @dataclass(eq=False)
 class SelectItem:
-    expr: Optional[Expr]          # None for '*'
+    expr: Optional[Expr]  # None for '*'
     alias: Optional[str] = None
     star_qualifier: Optional[str] = None
     assign: Optional[Var] = None  # SELECT @v = expr
@@ -203,14 +203,14 @@ class TableRef:
     name: ObjName
     alias: Optional[str]
     hints: list[str] = field(default_factory=list)
-    derived: Optional[Select] = None           # (SELECT ...) AS x
+    derived: Optional[Select] = None  # (SELECT ...) AS x
     values: Optional[list[list[Expr]]] = None  # (VALUES ...) AS x (cols)
     column_aliases: Optional[list[str]] = None
 
 
 @dataclass(eq=False)
 class Join:
-    kind: str                     # INNER, LEFT, CROSS
+    kind: str  # INNER, LEFT, CROSS
     table: TableRef
     on: Optional[Expr]
 
@@ -277,7 +277,7 @@ class MergeWhen:
     matched: bool
     by_source: bool = False
     condition: Optional[Expr] = None
-    action: str = "UPDATE"        # UPDATE, DELETE, INSERT
+    action: str = "UPDATE"  # UPDATE, DELETE, INSERT
     sets: list[tuple[Col, str, Expr]] = field(default_factory=list)
     columns: Optional[list[str]] = None
     values: list[Expr] = field(default_factory=list)
@@ -299,7 +299,7 @@ class Merge(Stmt):
 class ColumnDef:
     name: str
     type: SqlT
-    nullable: Optional[bool]      # None: not specified (ANSI_NULL_DFLT_ON -> NULL)
+    nullable: Optional[bool]  # None: not specified (ANSI_NULL_DFLT_ON -> NULL)
     primary_key: bool = False
     unique: bool = False
     clustered: Optional[bool] = None
@@ -311,7 +311,7 @@ class ColumnDef:
 
 @dataclass(eq=False)
 class TableConstraint:
-    kind: str                     # PRIMARY KEY / UNIQUE
+    kind: str  # PRIMARY KEY / UNIQUE
     name: Optional[str]
     columns: list[tuple[str, bool]]
     clustered: Optional[bool] = None
@@ -401,13 +401,13 @@ class SetVar(Stmt):
 
 @dataclass(eq=False)
 class SetOption(Stmt):
-    names: list[str]              # upper-case option names
-    value: Any                    # 'ON'/'OFF'/Expr/str
+    names: list[str]  # upper-case option names
+    value: Any  # 'ON'/'OFF'/Expr/str
 
 
 @dataclass(eq=False)
 class ExecArg:
-    name: Optional[str]           # '@Resource' (upper-cased) or None for positional
+    name: Optional[str]  # '@Resource' (upper-cased) or None for positional
     expr: Expr
     output: bool = False
 
@@ -426,7 +426,7 @@ class Use(Stmt):
 
 @dataclass(eq=False)
 class TranStmt(Stmt):
-    kind: str                     # BEGIN, COMMIT, ROLLBACK, SAVE
+    kind: str  # BEGIN, COMMIT, ROLLBACK, SAVE
     name: Optional[str] = None
     name_expr: Optional[Expr] = None
 

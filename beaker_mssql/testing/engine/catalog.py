@@ -24,40 +24,96 @@ _V10 = SqlT("varchar", 10)
 _NV60 = SqlT("nvarchar", 60)
 _C2 = SqlT("varchar", 2)
 
-TYPE_IDS = {"int": 56, "bigint": 127, "bit": 104, "float": 62, "datetime": 61, "datetime2": 42,
-            "nvarchar": 231, "varchar": 167, "varbinary": 165}
+TYPE_IDS = {
+    "int": 56,
+    "bigint": 127,
+    "bit": 104,
+    "float": 62,
+    "datetime": 61,
+    "datetime2": 42,
+    "nvarchar": 231,
+    "varchar": 167,
+    "varbinary": 165,
+}
 
 VIEWS: dict[tuple[str, str], list[ColumnInfo]] = {
     ("INFORMATION_SCHEMA", "COLUMNS"): _cols(
-        ("TABLE_CATALOG", T_SYSNAME, True), ("TABLE_SCHEMA", T_SYSNAME, True), ("TABLE_NAME", T_SYSNAME, False),
-        ("COLUMN_NAME", T_SYSNAME, True), ("ORDINAL_POSITION", T_INT, True), ("COLUMN_DEFAULT", SqlT("nvarchar", 4000), True),
-        ("IS_NULLABLE", _V3, True), ("DATA_TYPE", T_SYSNAME, True), ("CHARACTER_MAXIMUM_LENGTH", T_INT, True),
-        ("CHARACTER_OCTET_LENGTH", T_INT, True), ("COLLATION_NAME", T_SYSNAME, True)),
+        ("TABLE_CATALOG", T_SYSNAME, True),
+        ("TABLE_SCHEMA", T_SYSNAME, True),
+        ("TABLE_NAME", T_SYSNAME, False),
+        ("COLUMN_NAME", T_SYSNAME, True),
+        ("ORDINAL_POSITION", T_INT, True),
+        ("COLUMN_DEFAULT", SqlT("nvarchar", 4000), True),
+        ("IS_NULLABLE", _V3, True),
+        ("DATA_TYPE", T_SYSNAME, True),
+        ("CHARACTER_MAXIMUM_LENGTH", T_INT, True),
+        ("CHARACTER_OCTET_LENGTH", T_INT, True),
+        ("COLLATION_NAME", T_SYSNAME, True),
+    ),
     ("INFORMATION_SCHEMA", "TABLES"): _cols(
-        ("TABLE_CATALOG", T_SYSNAME, True), ("TABLE_SCHEMA", T_SYSNAME, True), ("TABLE_NAME", T_SYSNAME, False),
-        ("TABLE_TYPE", _V10, True)),
+        ("TABLE_CATALOG", T_SYSNAME, True),
+        ("TABLE_SCHEMA", T_SYSNAME, True),
+        ("TABLE_NAME", T_SYSNAME, False),
+        ("TABLE_TYPE", _V10, True),
+    ),
     ("SYS", "TABLES"): _cols(
-        ("name", T_SYSNAME, False), ("object_id", T_INT, False), ("schema_id", T_INT, False),
-        ("type", _C2, True), ("type_desc", _NV60, True), ("create_date", T_DATETIME, False),
-        ("modify_date", T_DATETIME, False), ("is_memory_optimized", T_BIT, True)),
+        ("name", T_SYSNAME, False),
+        ("object_id", T_INT, False),
+        ("schema_id", T_INT, False),
+        ("type", _C2, True),
+        ("type_desc", _NV60, True),
+        ("create_date", T_DATETIME, False),
+        ("modify_date", T_DATETIME, False),
+        ("is_memory_optimized", T_BIT, True),
+    ),
     ("SYS", "OBJECTS"): _cols(
-        ("name", T_SYSNAME, False), ("object_id", T_INT, False), ("schema_id", T_INT, False),
-        ("parent_object_id", T_INT, False), ("type", _C2, True), ("type_desc", _NV60, True),
-        ("create_date", T_DATETIME, False), ("modify_date", T_DATETIME, False)),
-    ("SYS", "SCHEMAS"): _cols(("name", T_SYSNAME, False), ("schema_id", T_INT, False), ("principal_id", T_INT, True)),
+        ("name", T_SYSNAME, False),
+        ("object_id", T_INT, False),
+        ("schema_id", T_INT, False),
+        ("parent_object_id", T_INT, False),
+        ("type", _C2, True),
+        ("type_desc", _NV60, True),
+        ("create_date", T_DATETIME, False),
+        ("modify_date", T_DATETIME, False),
+    ),
+    ("SYS", "SCHEMAS"): _cols(
+        ("name", T_SYSNAME, False), ("schema_id", T_INT, False), ("principal_id", T_INT, True)
+    ),
     ("SYS", "INDEXES"): _cols(
-        ("object_id", T_INT, False), ("name", T_SYSNAME, True), ("index_id", T_INT, False), ("type", T_INT, False),
-        ("type_desc", _NV60, True), ("is_unique", T_BIT, True), ("is_primary_key", T_BIT, True),
-        ("is_unique_constraint", T_BIT, True), ("is_disabled", T_BIT, True), ("has_filter", T_BIT, True)),
+        ("object_id", T_INT, False),
+        ("name", T_SYSNAME, True),
+        ("index_id", T_INT, False),
+        ("type", T_INT, False),
+        ("type_desc", _NV60, True),
+        ("is_unique", T_BIT, True),
+        ("is_primary_key", T_BIT, True),
+        ("is_unique_constraint", T_BIT, True),
+        ("is_disabled", T_BIT, True),
+        ("has_filter", T_BIT, True),
+    ),
     ("SYS", "INDEX_COLUMNS"): _cols(
-        ("object_id", T_INT, False), ("index_id", T_INT, False), ("index_column_id", T_INT, False),
-        ("column_id", T_INT, False), ("key_ordinal", T_INT, False), ("partition_ordinal", T_INT, False),
-        ("is_descending_key", T_BIT, True), ("is_included_column", T_BIT, True)),
+        ("object_id", T_INT, False),
+        ("index_id", T_INT, False),
+        ("index_column_id", T_INT, False),
+        ("column_id", T_INT, False),
+        ("key_ordinal", T_INT, False),
+        ("partition_ordinal", T_INT, False),
+        ("is_descending_key", T_BIT, True),
+        ("is_included_column", T_BIT, True),
+    ),
     ("SYS", "COLUMNS"): _cols(
-        ("object_id", T_INT, False), ("name", T_SYSNAME, True), ("column_id", T_INT, False),
-        ("system_type_id", T_INT, False), ("user_type_id", T_INT, False), ("max_length", T_INT, False),
-        ("precision", T_INT, False), ("scale", T_INT, False), ("collation_name", T_SYSNAME, True),
-        ("is_nullable", T_BIT, True), ("is_identity", T_BIT, False)),
+        ("object_id", T_INT, False),
+        ("name", T_SYSNAME, True),
+        ("column_id", T_INT, False),
+        ("system_type_id", T_INT, False),
+        ("user_type_id", T_INT, False),
+        ("max_length", T_INT, False),
+        ("precision", T_INT, False),
+        ("scale", T_INT, False),
+        ("collation_name", T_SYSNAME, True),
+        ("is_nullable", T_BIT, True),
+        ("is_identity", T_BIT, False),
+    ),
     ("SYS", "DATABASES"): _cols(("name", T_SYSNAME, False), ("database_id", T_INT, False)),
 }
 
@@ -82,10 +138,26 @@ def view_rows(engine: Engine, db: Database, schema: str, name: str) -> Rows:
                 octets: Optional[int] = None
                 if c.type.kind in ("nvarchar", "varchar", "varbinary"):
                     length = -1 if c.type.length == MAX else c.type.length
-                    octets = -1 if c.type.length == MAX else (c.type.length * 2 if c.type.kind == "nvarchar"
-                                                              else c.type.length)
-                rows.append([db.name, t.schema, t.name, c.name, c.column_id, None, "YES" if c.nullable else "NO",
-                             c.type.kind, length, octets, _coll(c)])
+                    octets = (
+                        -1
+                        if c.type.length == MAX
+                        else (c.type.length * 2 if c.type.kind == "nvarchar" else c.type.length)
+                    )
+                rows.append(
+                    [
+                        db.name,
+                        t.schema,
+                        t.name,
+                        c.name,
+                        c.column_id,
+                        None,
+                        "YES" if c.nullable else "NO",
+                        c.type.kind,
+                        length,
+                        octets,
+                        _coll(c),
+                    ]
+                )
     elif key == ("INFORMATION_SCHEMA", "TABLES"):
         for t in tables:
             rows.append([db.name, t.schema, t.name, "BASE TABLE"])
@@ -97,10 +169,18 @@ def view_rows(engine: Engine, db: Database, schema: str, name: str) -> Rows:
             rows.append([t.name, t.object_id, 1, 0, "U ", "USER_TABLE", t.created, t.modified])
             for ix in t.indexes:
                 if ix.primary_key or ix.unique_constraint:
-                    rows.append([ix.name, constraint_object_id(t.object_id, ix.index_id), 1, t.object_id,
-                                 "PK" if ix.primary_key else "UQ",
-                                 "PRIMARY_KEY_CONSTRAINT" if ix.primary_key else "UNIQUE_CONSTRAINT",
-                                 t.created, t.modified])
+                    rows.append(
+                        [
+                            ix.name,
+                            constraint_object_id(t.object_id, ix.index_id),
+                            1,
+                            t.object_id,
+                            "PK" if ix.primary_key else "UQ",
+                            "PRIMARY_KEY_CONSTRAINT" if ix.primary_key else "UNIQUE_CONSTRAINT",
+                            t.created,
+                            t.modified,
+                        ]
+                    )
     elif key == ("SYS", "SCHEMAS"):
         rows.append(["dbo", 1, 1])
         rows.append(["guest", 2, 2])
@@ -111,16 +191,29 @@ def view_rows(engine: Engine, db: Database, schema: str, name: str) -> Rows:
             if not any(ix.clustered for ix in t.indexes):
                 rows.append([t.object_id, None, 0, 0, "HEAP", False, False, False, False, False])
             for ix in t.indexes:
-                rows.append([t.object_id, ix.name, ix.index_id, 1 if ix.clustered else 2,
-                             "CLUSTERED" if ix.clustered else "NONCLUSTERED", ix.unique, ix.primary_key,
-                             ix.unique_constraint, False, False])
+                rows.append(
+                    [
+                        t.object_id,
+                        ix.name,
+                        ix.index_id,
+                        1 if ix.clustered else 2,
+                        "CLUSTERED" if ix.clustered else "NONCLUSTERED",
+                        ix.unique,
+                        ix.primary_key,
+                        ix.unique_constraint,
+                        False,
+                        False,
+                    ]
+                )
     elif key == ("SYS", "INDEX_COLUMNS"):
         for t in tables:
             for ix in t.indexes:
                 n = 0
                 for ordinal, (ci, desc) in enumerate(ix.columns, start=1):
                     n += 1
-                    rows.append([t.object_id, ix.index_id, n, t.columns[ci].column_id, ordinal, 0, desc, False])
+                    rows.append(
+                        [t.object_id, ix.index_id, n, t.columns[ci].column_id, ordinal, 0, desc, False]
+                    )
                 for ci in ix.included:
                     n += 1
                     rows.append([t.object_id, ix.index_id, n, t.columns[ci].column_id, 0, 0, False, True])
@@ -129,10 +222,24 @@ def view_rows(engine: Engine, db: Database, schema: str, name: str) -> Rows:
             for c in t.columns:
                 tid = TYPE_IDS[c.type.kind]
                 prec = {"int": 10, "bigint": 19, "bit": 1, "float": 53, "datetime": 23, "datetime2": 27}.get(
-                    c.type.kind, 0)
+                    c.type.kind, 0
+                )
                 scale = {"datetime": 3, "datetime2": 7}.get(c.type.kind, 0)
-                rows.append([t.object_id, c.name, c.column_id, tid, tid, column_max_length(c.type), prec, scale,
-                             _coll(c), c.nullable, False])
+                rows.append(
+                    [
+                        t.object_id,
+                        c.name,
+                        c.column_id,
+                        tid,
+                        tid,
+                        column_max_length(c.type),
+                        prec,
+                        scale,
+                        _coll(c),
+                        c.nullable,
+                        False,
+                    ]
+                )
     elif key == ("SYS", "DATABASES"):
         for i, name in enumerate(engine.databases, start=1):
             rows.append([name, i])

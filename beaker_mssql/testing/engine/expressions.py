@@ -53,21 +53,35 @@ class CE:
 
     __slots__ = ("binary", "col", "colbin", "deps", "fn", "type")
 
-    def __init__(self, fn: Fn, type_: SqlT, deps: bool = False, binary: Optional[bool] = None,
-                 colbin: bool = False, col: Optional[tuple[int, ColumnInfo]] = None) -> None:
+    def __init__(
+        self,
+        fn: Fn,
+        type_: SqlT,
+        deps: bool = False,
+        binary: Optional[bool] = None,
+        colbin: bool = False,
+        col: Optional[tuple[int, ColumnInfo]] = None,
+    ) -> None:
         self.fn = fn
         self.type = type_
-        self.deps = deps              # reads columns of the current row
-        self.binary = binary          # explicit COLLATE: True binary/CS, False CI, None none
-        self.colbin = colbin          # implicit collation of a binary column
-        self.col = col                # (row offset, column) for a bare column reference
+        self.deps = deps  # reads columns of the current row
+        self.binary = binary  # explicit COLLATE: True binary/CS, False CI, None none
+        self.colbin = colbin  # implicit collation of a binary column
+        self.col = col  # (row offset, column) for a bare column reference
 
 
 class Source:
     """One table (or derived table / catalog view) visible in a scope."""
 
-    def __init__(self, name: str, columns: list[ColumnInfo], offset: int, table: Optional[Table] = None,
-                 aliased: bool = False, schema: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        columns: list[ColumnInfo],
+        offset: int,
+        table: Optional[Table] = None,
+        aliased: bool = False,
+        schema: Optional[str] = None,
+    ) -> None:
         self.name = name
         self.upper = name.upper()
         self.columns = columns
@@ -102,13 +116,16 @@ class Scope:
         qual = parts[-2].upper()
         schema = parts[-3].upper() if len(parts) >= 3 else None
         for s in self.sources:
-            if s.upper == qual and (schema is None or (not s.aliased and s.schema is not None
-                                                       and s.schema.upper() == schema)):
+            if s.upper == qual and (
+                schema is None or (not s.aliased and s.schema is not None and s.schema.upper() == schema)
+            ):
                 i = s.col_index.get(col)
                 if i is None:
                     raise SQLError(207, f"Invalid column name '{parts[-1]}'.", 16, 1, line)
                 return s.offset + i, s.columns[i]
-        raise SQLError(4104, f'The multi-part identifier "{".".join(parts)}" could not be bound.', 16, 1, line)
+        raise SQLError(
+            4104, f'The multi-part identifier "{".".join(parts)}" could not be bound.', 16, 1, line
+        )
 
 
 def lit_type(kind: str) -> SqlT:
@@ -129,6 +146,7 @@ def lit_type(kind: str) -> SqlT:
 
 # ----------------------------------------------------------------------------- helpers
 
+
 def tvl_and(fns: list[Fn]) -> Fn:
     if len(fns) == 2:
         f1, f2 = fns
@@ -141,6 +159,7 @@ def tvl_and(fns: list[Fn]) -> Fn:
             if b is False:
                 return False
             return None if a is None or b is None else True
+
         return and2
 
     def andn(c: Ctx, r: Any) -> Any:
@@ -152,6 +171,7 @@ def tvl_and(fns: list[Fn]) -> Fn:
             if v is None:
                 unknown = True
         return None if unknown else True
+
     return andn
 
 
@@ -165,6 +185,7 @@ def tvl_or(fns: list[Fn]) -> Fn:
             if v is None:
                 unknown = True
         return None if unknown else False
+
     return orn
 
 
@@ -196,7 +217,7 @@ def like_regex(pattern: str, escape: Optional[str], binary: bool) -> re.Pattern[
             if j < 0:
                 out.append(re.escape(ch))
             else:
-                body = pattern[i + 1:j]
+                body = pattern[i + 1 : j]
                 if body.startswith("^"):
                     out.append("[^" + body[1:].replace("\\", "\\\\") + "]")
                 else:
@@ -225,11 +246,19 @@ def datetime_add(part: str, n: Any, d: Any, kind: str) -> Any:
             year = d.year + y
             month = m0 + 1
             import calendar
+
             day = min(d.day, calendar.monthrange(year, month)[1])
             r = d.replace(year=year, month=month, day=day)
         else:
-            unit = {"dayofyear": 86400, "day": 86400, "weekday": 86400, "week": 7 * 86400, "hour": 3600,
-                    "minute": 60, "second": 1}.get(part)
+            unit = {
+                "dayofyear": 86400,
+                "day": 86400,
+                "weekday": 86400,
+                "week": 7 * 86400,
+                "hour": 3600,
+                "minute": 60,
+                "second": 1,
+            }.get(part)
             if unit is not None:
                 r = d + timedelta(seconds=n * unit)
             elif part == "millisecond":
@@ -264,20 +293,32 @@ def datetime_diff(part: str, a: Any, b: Any, big: bool) -> Any:
     elif part == "weekday":
         r = (b.date() - a.date()).days
     else:
+
         def trunc(d: datetime, unit_us: int) -> int:
             epoch = datetime(1, 1, 1)
             delta = d - epoch
             total = (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
             return total // unit_us
-        unit = {"hour": 3_600_000_000, "minute": 60_000_000, "second": 1_000_000, "millisecond": 1000,
-                "microsecond": 1, "nanosecond": 1}[part]
+
+        unit = {
+            "hour": 3_600_000_000,
+            "minute": 60_000_000,
+            "second": 1_000_000,
+            "millisecond": 1000,
+            "microsecond": 1,
+            "nanosecond": 1,
+        }[part]
         r = trunc(b, unit) - trunc(a, unit)
         if part == "nanosecond":
             r *= 1000
     lo, hi = (BIGINT_MIN, BIGINT_MAX) if big else (INT_MIN, INT_MAX)
     if not lo <= r <= hi:
-        raise SQLError(535, f"The datediff function resulted in an overflow. The number of dateparts separating two "
-                            f"date/time instances is too large. Try to use datediff with a less precise datepart.", 16)
+        raise SQLError(
+            535,
+            "The datediff function resulted in an overflow. The number of dateparts separating two "
+            "date/time instances is too large. Try to use datediff with a less precise datepart.",
+            16,
+        )
     return r
 
 
@@ -367,19 +408,36 @@ def arith(op: str, a: Any, b: Any, t: SqlT) -> Any:
     raise SQLError(8117, f"Operand data type {k} is invalid for {_OPNAMES.get(op, op)} operator.", 16)
 
 
-_OPNAMES = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide", "%": "modulo", "&": "boolean AND",
-            "|": "boolean OR", "^": "boolean XOR"}
+_OPNAMES = {
+    "+": "add",
+    "-": "subtract",
+    "*": "multiply",
+    "/": "divide",
+    "%": "modulo",
+    "&": "boolean AND",
+    "|": "boolean OR",
+    "^": "boolean XOR",
+}
+
+
+def _bin_rstrip(v: Any) -> Any:
+    return v.rstrip(b"\x00")
 
 
 class Binder:
     """Compiles expressions against a scope. ``subquery`` compiles a nested SELECT (set by the executor)."""
 
-    def __init__(self, scope: Scope, var_types: list[SqlT],
-                 subquery: Callable[[A.Select], tuple[Any, list[SqlT]]], agg_slots: Optional[dict[int, int]] = None) -> None:
+    def __init__(
+        self,
+        scope: Scope,
+        var_types: list[SqlT],
+        subquery: Callable[[A.Select], tuple[Any, list[SqlT]]],
+        agg_slots: Optional[dict[int, int]] = None,
+    ) -> None:
         self.scope = scope
         self.var_types = var_types
         self.subquery = subquery
-        self.agg_slots = agg_slots     # id(Func) -> row position of the computed aggregate
+        self.agg_slots = agg_slots  # id(Func) -> row position of the computed aggregate
         self.aggregates: list[A.Func] = []
         self.outside_agg_cols: list[tuple[int, A.Col]] = []
         self.in_agg = False
@@ -387,7 +445,7 @@ class Binder:
     def predicate(self, e: A.Expr) -> Fn:
         return self.compile(e).fn
 
-    def compile(self, e: A.Expr) -> CE:  # noqa: C901 - one dispatch
+    def compile(self, e: A.Expr) -> CE:
         t = type(e)
         if t is A.Col:
             assert isinstance(e, A.Col)
@@ -397,6 +455,7 @@ class Binder:
 
             def col_fn(c: Ctx, r: Any, _p: int = pos) -> Any:
                 return r[_p]
+
             return CE(col_fn, col.type, True, None, col.binary, (pos, col))
         if t is A.Lit:
             assert isinstance(e, A.Lit)
@@ -404,6 +463,7 @@ class Binder:
 
             def lit_fn(c: Ctx, r: Any) -> Any:
                 return c.params[slot]
+
             return CE(lit_fn, lit_type(e.kind))
         if t is A.Const:
             assert isinstance(e, A.Const)
@@ -411,6 +471,7 @@ class Binder:
 
             def const_fn(c: Ctx, r: Any) -> Any:
                 return value
+
             return CE(const_fn, e.type)
         if t is A.Var:
             assert isinstance(e, A.Var)
@@ -418,6 +479,7 @@ class Binder:
 
             def var_fn(c: Ctx, r: Any) -> Any:
                 return c.vars[idx]
+
             return CE(var_fn, self.var_types[idx])
         if t is A.GVar:
             assert isinstance(e, A.GVar)
@@ -441,18 +503,22 @@ class Binder:
             def not_fn(c: Ctx, r: Any) -> Any:
                 v = f(c, r)
                 return None if v is None else not v
+
             return CE(not_fn, T_BIT, inner.deps)
         if t is A.IsNull:
             assert isinstance(e, A.IsNull)
             inner = self.compile(e.operand)
             f = inner.fn
             if e.negated:
+
                 def notnull_fn(c: Ctx, r: Any) -> Any:
                     return f(c, r) is not None
+
                 return CE(notnull_fn, T_BIT, inner.deps)
 
             def isnull_fn(c: Ctx, r: Any) -> Any:
                 return f(c, r) is None
+
             return CE(isnull_fn, T_BIT, inner.deps)
         if t is A.InList:
             assert isinstance(e, A.InList)
@@ -460,9 +526,11 @@ class Binder:
             cmps = [self.compare("=", left, self.compile(i)).fn for i in e.items]
             f_or = tvl_or(cmps)
             if e.negated:
+
                 def notin_fn(c: Ctx, r: Any) -> Any:
                     v = f_or(c, r)
                     return None if v is None else not v
+
                 return CE(notin_fn, T_BIT, True)
             return CE(f_or, T_BIT, True)
         if t is A.InSelect:
@@ -478,9 +546,11 @@ class Binder:
             hi = self.compare("<=", x, self.compile(e.high)).fn
             both = tvl_and([lo, hi])
             if e.negated:
+
                 def notbetween_fn(c: Ctx, r: Any) -> Any:
                     v = both(c, r)
                     return None if v is None else not v
+
                 return CE(notbetween_fn, T_BIT, True)
             return CE(both, T_BIT, True)
         if t is A.Exists:
@@ -489,6 +559,7 @@ class Binder:
 
             def exists_fn(c: Ctx, r: Any) -> Any:
                 return bool(run(c, 1))
+
             return CE(exists_fn, T_BIT, False)
         if t is A.Subquery:
             assert isinstance(e, A.Subquery)
@@ -502,6 +573,7 @@ class Binder:
         if t is A.Func:
             assert isinstance(e, A.Func)
             from .functions import compile_function
+
             return compile_function(self, e)
         if t is A.Cast:
             assert isinstance(e, A.Cast)
@@ -510,7 +582,9 @@ class Binder:
             assert isinstance(e, A.Collate)
             inner = self.compile(e.operand)
             if not inner.type.is_string and inner.type.kind != "null":
-                raise SQLError(447, "Expression type " + inner.type.kind + " is invalid for COLLATE clause.", 16)
+                raise SQLError(
+                    447, "Expression type " + inner.type.kind + " is invalid for COLLATE clause.", 16
+                )
             return CE(inner.fn, inner.type, inner.deps, e.binary, inner.colbin, inner.col)
         if t is A.Case:
             assert isinstance(e, A.Case)
@@ -523,6 +597,7 @@ class Binder:
 
     def global_var(self, name: str) -> CE:
         from .functions import global_variable
+
         return global_variable(name)
 
     def coerce(self, ce: CE, target: SqlT) -> Fn:
@@ -541,6 +616,7 @@ class Binder:
             if v is None:
                 return None
             return convert(v, src, tgt)
+
         return conv_fn
 
     def collation_binary(self, a: CE, b: CE) -> bool:
@@ -555,15 +631,16 @@ class Binder:
         fa = self.coerce(a, ct)
         fb = self.coerce(b, ct)
         deps = a.deps or b.deps
+        key: Optional[Callable[[Any], Any]]
         if ct.kind in STRING_KINDS:
             key = bin_key if self.collation_binary(a, b) else ci_key
         elif ct.kind == "varbinary":
-            def key(v: Any) -> Any:
-                return v.rstrip(b"\x00")
+            key = _bin_rstrip
         else:
-            key = None  # type: ignore[assignment]
+            key = None
         if op == "=":
             if key is not None:
+
                 def eq_k(c: Ctx, r: Any) -> Any:
                     x = fa(c, r)
                     if x is None:
@@ -572,6 +649,7 @@ class Binder:
                     if y is None:
                         return None
                     return key(x) == key(y)
+
                 return CE(eq_k, T_BIT, deps)
 
             def eq(c: Ctx, r: Any) -> Any:
@@ -582,10 +660,15 @@ class Binder:
                 if y is None:
                     return None
                 return x == y
+
             return CE(eq, T_BIT, deps)
         import operator
-        pyop = {"<>": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}[op]
+
+        pyop = {"<>": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}[
+            op
+        ]
         if key is not None:
+
             def cmp_k(c: Ctx, r: Any) -> Any:
                 x = fa(c, r)
                 if x is None:
@@ -594,6 +677,7 @@ class Binder:
                 if y is None:
                     return None
                 return pyop(key(x), key(y))
+
             return CE(cmp_k, T_BIT, deps)
 
         def cmp(c: Ctx, r: Any) -> Any:
@@ -604,6 +688,7 @@ class Binder:
             if y is None:
                 return None
             return pyop(x, y)
+
         return CE(cmp, T_BIT, deps)
 
     def like(self, e: A.Like) -> CE:
@@ -628,12 +713,14 @@ class Binder:
                 if escape is None:
                     return None
                 if len(escape) != 1:
-                    raise SQLError(506, f"The invalid escape character \"{escape}\" was specified in a LIKE "
-                                        "predicate.", 16)
+                    raise SQLError(
+                        506, f'The invalid escape character "{escape}" was specified in a LIKE predicate.', 16
+                    )
             m = like_regex(pat.rstrip(" ") if False else pat, escape, binary).match(v) is not None
             if not m and not binary and v.endswith(" "):
                 m = like_regex(pat, escape, binary).match(v.rstrip(" ")) is not None
             return (not m) if negated else m
+
         return CE(like_fn, T_BIT, a.deps or p.deps)
 
     def unary(self, e: A.Unary) -> CE:
@@ -652,6 +739,7 @@ class Binder:
                 if isinstance(v, float):
                     return -v
                 return int_result(-int(v), rt) if rt.kind in INTEGER_KINDS else -v
+
             return CE(neg, rt, inner.deps)
         if t.kind not in INTEGER_KINDS:
             raise SQLError(8117, f"Operand data type {t.kind} is invalid for ~ operator.", 16)
@@ -659,6 +747,7 @@ class Binder:
         def inv(c: Ctx, r: Any) -> Any:
             v = f(c, r)
             return None if v is None else ~int(v)
+
         return CE(inv, t, inner.deps)
 
     def binary(self, e: A.Binary) -> CE:
@@ -667,8 +756,12 @@ class Binder:
         op = e.op
         deps = a.deps or b.deps
         ta, tb = a.type, b.type
-        if op == "+" and (ta.is_string or ta.kind == "null") and (tb.is_string or tb.kind == "null") and not (
-                ta.kind == "null" and tb.kind == "null"):
+        if (
+            op == "+"
+            and (ta.is_string or ta.kind == "null")
+            and (tb.is_string or tb.kind == "null")
+            and not (ta.kind == "null" and tb.kind == "null")
+        ):
             kind = "nvarchar" if "nvarchar" in (ta.kind, tb.kind) else "varchar"
             limit = 4000 if kind == "nvarchar" else 8000
             la = ta.length if ta.kind != "null" else 0
@@ -684,6 +777,7 @@ class Binder:
                 if y is None:
                     return None
                 return x + y
+
             return CE(concat, SqlT(kind, length), deps)
         if op == "+" and ta.kind == "varbinary" and tb.kind == "varbinary":
             fa, fb = a.fn, b.fn
@@ -692,14 +786,19 @@ class Binder:
                 x = fa(c, r)
                 y = fb(c, r)
                 return None if x is None or y is None else x + y
+
             return CE(bconcat, SqlT("varbinary", MAX), deps)
         rt = result_type(ta, tb)
         if rt.kind in ("datetime", "datetime2"):
             if op not in ("+", "-"):
-                raise SQLError(8117, f"Operand data type {rt.kind} is invalid for {_OPNAMES[op]} operator.", 16)
+                raise SQLError(
+                    8117, f"Operand data type {rt.kind} is invalid for {_OPNAMES[op]} operator.", 16
+                )
             if ta.kind in ("datetime", "datetime2") and tb.kind in ("datetime", "datetime2"):
                 if rt.kind == "datetime2":
-                    raise SQLError(8117, f"Operand data type datetime2 is invalid for {_OPNAMES[op]} operator.", 16)
+                    raise SQLError(
+                        8117, f"Operand data type datetime2 is invalid for {_OPNAMES[op]} operator.", 16
+                    )
             fa = self.coerce(a, rt)
             fb = self.coerce(b, rt)
             epoch = datetime(1900, 1, 1)
@@ -714,20 +813,31 @@ class Binder:
                 try:
                     return round_datetime(res)
                 except OverflowError:
-                    raise SQLError(517, "Adding a value to a 'datetime' column caused an overflow.", 16) from None
+                    raise SQLError(
+                        517, "Adding a value to a 'datetime' column caused an overflow.", 16
+                    ) from None
+
             return CE(dt_arith, rt, deps)
         if rt.kind in STRING_KINDS or rt.kind == "varbinary" or rt.kind == "null":
             if rt.kind == "null":
+
                 def null_fn(c: Ctx, r: Any) -> Any:
                     return None
+
                 return CE(null_fn, T_INT, deps)
-            raise SQLError(402, f"The data types {ta.kind} and {tb.kind} are incompatible in the {_OPNAMES[op]} "
-                                "operator.", 16)
+            raise SQLError(
+                402,
+                f"The data types {ta.kind} and {tb.kind} are incompatible in the {_OPNAMES[op]} operator.",
+                16,
+            )
         if rt.kind == "bit" and op in ("+", "-", "*", "/", "%"):
             rt = T_INT
         if op in ("&", "|", "^") and rt.kind == "float":
-            raise SQLError(402, f"The data types {ta.kind} and {tb.kind} are incompatible in the {_OPNAMES[op]} "
-                                "operator.", 16)
+            raise SQLError(
+                402,
+                f"The data types {ta.kind} and {tb.kind} are incompatible in the {_OPNAMES[op]} operator.",
+                16,
+            )
         fa = self.coerce(a, rt)
         fb = self.coerce(b, rt)
 
@@ -739,6 +849,7 @@ class Binder:
             if y is None:
                 return None
             return arith(op, x, y, rt)
+
         return CE(num, rt, deps)
 
     def cast(self, e: A.Cast) -> CE:
@@ -758,6 +869,7 @@ class Binder:
             if style_f is not None and isinstance(v, datetime) and dst.kind in STRING_KINDS:
                 style = style_f(c, r)
                 from .functions import format_style
+
                 s = format_style(v, style, src.kind)
                 return s[: dst.length] if dst.length not in (0, MAX) else s
             try:
@@ -766,6 +878,7 @@ class Binder:
                 if try_:
                     return None
                 raise
+
         return CE(cast_fn, dst, inner.deps)
 
     def case(self, e: A.Case) -> CE:
@@ -790,34 +903,49 @@ class Binder:
                 if cond(c, r) is True:
                     return res(c, r)
             return efn(c, r) if efn is not None else None
+
         return CE(case_fn, rt, True)
 
     def scalar_subquery(self, sel: A.Select) -> CE:
         run, types = self.subquery(sel)
         if len(types) != 1:
-            raise SQLError(116, "Only one expression can be specified in the select list when the subquery is not "
-                                "introduced with EXISTS.", 16)
+            raise SQLError(
+                116,
+                "Only one expression can be specified in the select list when the subquery is not "
+                "introduced with EXISTS.",
+                16,
+            )
 
         def sub_fn(c: Ctx, r: Any) -> Any:
             rows = run(c, 2)
             if not rows:
                 return None
             if len(rows) > 1:
-                raise SQLError(512, "Subquery returned more than 1 value. This is not permitted when the subquery "
-                                    "follows =, !=, <, <= , >, >= or when the subquery is used as an expression.", 16)
+                raise SQLError(
+                    512,
+                    "Subquery returned more than 1 value. This is not permitted when the subquery "
+                    "follows =, !=, <, <= , >, >= or when the subquery is used as an expression.",
+                    16,
+                )
             return rows[0][0]
+
         return CE(sub_fn, types[0], False)
 
     def in_select(self, e: A.InSelect) -> CE:
         run, types = self.subquery(e.select)
         if len(types) != 1:
-            raise SQLError(116, "Only one expression can be specified in the select list when the subquery is not "
-                                "introduced with EXISTS.", 16)
+            raise SQLError(
+                116,
+                "Only one expression can be specified in the select list when the subquery is not "
+                "introduced with EXISTS.",
+                16,
+            )
         left = self.compile(e.operand)
         holder: list[Any] = [None]
 
         def cell(c: Ctx, r: Any) -> Any:
             return holder[0]
+
         cmp = self.compare("=", left, CE(cell, types[0])).fn
         negated = e.negated
 
@@ -833,6 +961,7 @@ class Binder:
             if unknown:
                 return None
             return negated
+
         return CE(in_fn, T_BIT, True)
 
 

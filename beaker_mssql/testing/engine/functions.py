@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..results import MAX, SQLError
 from . import ast as A
@@ -30,8 +30,10 @@ from .types import (
 if TYPE_CHECKING:
     from .executor import Ctx
 
-VERSION = ("Microsoft SQL Server 2019 (RTM) - 15.0.2000.5 compatible: beaker_mssql.testing SQL Server stand-in "
-           "(an in-process Python emulation of a T-SQL subset, not a real SQL Server)")
+VERSION = (
+    "Microsoft SQL Server 2019 (RTM) - 15.0.2000.5 compatible: beaker_mssql.testing SQL Server stand-in "
+    "(an in-process Python emulation of a T-SQL subset, not a real SQL Server)"
+)
 
 
 def global_variable(name: str) -> CE:
@@ -60,15 +62,25 @@ def global_variable(name: str) -> CE:
         if name == "@@DATEFIRST":
             return 7
         if name == "@@OPTIONS":
-            return 5496 | (16384 if s.xact_abort else 0) | (512 if s.nocount else 0) | (
-                2 if s.implicit_transactions else 0)
+            return (
+                5496
+                | (16384 if s.xact_abort else 0)
+                | (512 if s.nocount else 0)
+                | (2 if s.implicit_transactions else 0)
+            )
         if name == "@@MAX_PRECISION":
             return 38
         if name in ("@@NESTLEVEL", "@@PROCID", "@@FETCH_STATUS"):
             return 0 if name != "@@FETCH_STATUS" else -1
         return None
-    types = {"@@VERSION": SqlT("nvarchar", 300), "@@SERVERNAME": T_SYSNAME, "@@SERVICENAME": T_SYSNAME,
-             "@@LANGUAGE": T_SYSNAME, "@@IDENTITY": SqlT("bigint")}
+
+    types = {
+        "@@VERSION": SqlT("nvarchar", 300),
+        "@@SERVERNAME": T_SYSNAME,
+        "@@SERVICENAME": T_SYSNAME,
+        "@@LANGUAGE": T_SYSNAME,
+        "@@IDENTITY": SqlT("bigint"),
+    }
     return CE(fn, types.get(name, T_INT))
 
 
@@ -87,8 +99,9 @@ def format_style(v: datetime, style: Any, kind: str) -> str:
         return v.strftime("%Y-%m-%d")
     if style in (108, 8):
         return v.strftime("%H:%M:%S")
-    raise SQLError(281, f"{style} is not a valid style number when converting from {kind} to a character string.",
-                   16)
+    raise SQLError(
+        281, f"{style} is not a valid style number when converting from {kind} to a character string.", 16
+    )
 
 
 def _parse_object_name(text: str) -> tuple[Optional[str], Optional[str], str]:
@@ -118,7 +131,7 @@ def _parse_object_name(text: str) -> tuple[Optional[str], Optional[str], str]:
             j = text.find('"', i + 1)
             if j < 0:
                 j = n
-            cur += text[i + 1:j]
+            cur += text[i + 1 : j]
             i = j + 1
             continue
         if ch == ".":
@@ -136,27 +149,34 @@ def _parse_object_name(text: str) -> tuple[Optional[str], Optional[str], str]:
     return db, schema, name
 
 
-def compile_function(b: Binder, e: A.Func) -> CE:  # noqa: C901
+def compile_function(b: Binder, e: A.Func) -> CE:
     name = e.name
     args = e.args
     if name in ("COUNT", "COUNT_BIG", "MIN", "MAX", "SUM", "AVG"):
         return aggregate_ref(b, e)
     if name in ("GETDATE", "GETUTCDATE", "SYSUTCDATETIME", "SYSDATETIME"):
         if name == "GETDATE":
+
             def getdate(c: Ctx, r: Any) -> Any:
                 return c.now_local()
+
             return CE(getdate, T_DATETIME)
         if name == "GETUTCDATE":
+
             def getutcdate(c: Ctx, r: Any) -> Any:
                 return c.now_utc()
+
             return CE(getutcdate, T_DATETIME)
         if name == "SYSUTCDATETIME":
+
             def sysutc(c: Ctx, r: Any) -> Any:
                 return c.now_utc2()
+
             return CE(sysutc, T_DATETIME2)
 
         def sysdt(c: Ctx, r: Any) -> Any:
             return c.now_local2()
+
         return CE(sysdt, T_DATETIME2)
     if name in ("DATEADD", "DATEDIFF", "DATEDIFF_BIG", "DATEPART"):
         part_node = args[0]
@@ -165,23 +185,41 @@ def compile_function(b: Binder, e: A.Func) -> CE:  # noqa: C901
         if name == "DATEADD":
             n = b.compile(args[1])
             d = b.compile(args[2])
-            if n.type.kind not in INTEGER_KINDS and n.type.kind not in ("float", "null") and not n.type.is_string:
-                raise SQLError(8116, f"Argument data type {n.type.kind} is invalid for argument 2 of dateadd "
-                                     "function.", 16)
+            if (
+                n.type.kind not in INTEGER_KINDS
+                and n.type.kind not in ("float", "null")
+                and not n.type.is_string
+            ):
+                raise SQLError(
+                    8116,
+                    f"Argument data type {n.type.kind} is invalid for argument 2 of dateadd function.",
+                    16,
+                )
             fn_n = b.coerce(n, T_BIGINT) if n.type.kind != "float" else n.fn
             dt_t = d.type if d.type.kind in ("datetime", "datetime2") else T_DATETIME
-            if d.type.kind not in ("datetime", "datetime2", "null") and not d.type.is_string \
-                    and d.type.kind not in ("int", "bigint", "float"):
-                raise SQLError(8116, f"Argument data type {d.type.kind} is invalid for argument 3 of dateadd "
-                                     "function.", 16)
+            if (
+                d.type.kind not in ("datetime", "datetime2", "null")
+                and not d.type.is_string
+                and d.type.kind not in ("int", "bigint", "float")
+            ):
+                raise SQLError(
+                    8116,
+                    f"Argument data type {d.type.kind} is invalid for argument 3 of dateadd function.",
+                    16,
+                )
             fn_d = b.coerce(d, dt_t) if d.type.kind in ("datetime", "datetime2") else _to_dt(d, dt_t)
             kind = dt_t.kind
             if part == "nanosecond" and kind == "datetime":
-                raise SQLError(9810, "The datepart nanosecond is not supported by date function dateadd for data "
-                                     "type datetime.", 16)
+                raise SQLError(
+                    9810,
+                    "The datepart nanosecond is not supported by date function dateadd for data "
+                    "type datetime.",
+                    16,
+                )
 
             def dateadd(c: Ctx, r: Any) -> Any:
                 return datetime_add(part, fn_n(c, r), fn_d(c, r), kind)
+
             return CE(dateadd, dt_t, n.deps or d.deps)
         if name == "DATEPART":
             d = b.compile(args[1])
@@ -189,6 +227,7 @@ def compile_function(b: Binder, e: A.Func) -> CE:  # noqa: C901
 
             def datepart(c: Ctx, r: Any) -> Any:
                 return date_part(part, fn_d(c, r))
+
             return CE(datepart, T_INT, d.deps)
         a = b.compile(args[1])
         bb = b.compile(args[2])
@@ -198,6 +237,7 @@ def compile_function(b: Binder, e: A.Func) -> CE:  # noqa: C901
 
         def datediff(c: Ctx, r: Any) -> Any:
             return datetime_diff(part, fa(c, r), fb(c, r), big)
+
         return CE(datediff, T_BIGINT if big else T_INT, a.deps or bb.deps)
     compiled = [b.compile(x) for x in args]
     fns = [x.fn for x in compiled]
@@ -221,6 +261,7 @@ def compile_function(b: Binder, e: A.Func) -> CE:  # noqa: C901
                     if v is not None and len(v) > length:
                         v = v[:length]
                 return v
+
             return CE(isnull_trunc, rt, deps, compiled[0].binary, compiled[0].colbin)
 
         def coalesce(c: Ctx, r: Any) -> Any:
@@ -229,6 +270,7 @@ def compile_function(b: Binder, e: A.Func) -> CE:  # noqa: C901
                 if v is not None:
                     return v
             return None
+
         return CE(coalesce, rt, deps, compiled[0].binary, compiled[0].colbin)
     if name == "NULLIF":
         eq = b.compare("=", compiled[0], compiled[1]).fn
@@ -236,23 +278,29 @@ def compile_function(b: Binder, e: A.Func) -> CE:  # noqa: C901
 
         def nullif(c: Ctx, r: Any) -> Any:
             return None if eq(c, r) is True else f0(c, r)
+
         return CE(nullif, compiled[0].type, deps)
     if name == "IIF":
-        raise SQLError(102, "Incorrect syntax near 'IIF'. (The SQL Server stand-in does not support IIF; use CASE.)",
-                       15)
+        raise SQLError(
+            102, "Incorrect syntax near 'IIF'. (The SQL Server stand-in does not support IIF; use CASE.)", 15
+        )
     if name in ("DATALENGTH", "LEN"):
         x = compiled[0]
         f0 = fns[0]
         kind = x.type.kind
         rt = T_BIGINT if x.type.length == MAX else T_INT
         if name == "DATALENGTH":
+
             def datalength(c: Ctx, r: Any) -> Any:
                 v = f0(c, r)
                 if v is None:
                     return None
                 if isinstance(v, str):
-                    return len(v.encode("utf-16-le")) if kind == "nvarchar" or kind not in STRING_KINDS \
+                    return (
+                        len(v.encode("utf-16-le"))
+                        if kind == "nvarchar" or kind not in STRING_KINDS
                         else len(v.encode("latin-1", errors="replace"))
+                    )
                 if isinstance(v, bytes):
                     return len(v)
                 if isinstance(v, bool):
@@ -264,6 +312,7 @@ def compile_function(b: Binder, e: A.Func) -> CE:  # noqa: C901
                 if isinstance(v, datetime):
                     return 8
                 return None
+
             return CE(datalength, rt, deps)
         lf = b.coerce(x, SqlT("nvarchar", MAX)) if not x.type.is_string and kind != "varbinary" else f0
 
@@ -274,17 +323,23 @@ def compile_function(b: Binder, e: A.Func) -> CE:  # noqa: C901
             if isinstance(v, bytes):
                 return len(v)
             return len(v.rstrip(" "))
+
         return CE(len_fn, rt, deps)
     if name in ("UPPER", "LOWER", "LTRIM", "RTRIM"):
         x = compiled[0]
         st = x.type if x.type.is_string else SqlT("nvarchar", MAX)
         f0 = b.coerce(x, st) if not x.type.is_string else fns[0]
-        op = {"UPPER": str.upper, "LOWER": str.lower, "LTRIM": lambda s: s.lstrip(" "),
-              "RTRIM": lambda s: s.rstrip(" ")}[name]
+        op = {
+            "UPPER": str.upper,
+            "LOWER": str.lower,
+            "LTRIM": _lstrip,
+            "RTRIM": _rstrip,
+        }[name]
 
         def strfn(c: Ctx, r: Any) -> Any:
             v = f0(c, r)
             return None if v is None else op(v)
+
         return CE(strfn, st, deps, x.binary, x.colbin)
     if name in ("LEFT", "RIGHT", "SUBSTRING"):
         x = compiled[0]
@@ -299,18 +354,21 @@ def compile_function(b: Binder, e: A.Func) -> CE:  # noqa: C901
                 return None
             if name == "LEFT":
                 if ns[0] < 0:
-                    raise SQLError(536, "Invalid length parameter passed to the LEFT or SUBSTRING function.", 16)
+                    raise SQLError(
+                        536, "Invalid length parameter passed to the LEFT or SUBSTRING function.", 16
+                    )
                 return v[: ns[0]]
             if name == "RIGHT":
                 if ns[0] < 0:
                     raise SQLError(536, "Invalid length parameter passed to the RIGHT function.", 16)
-                return v[len(v) - ns[0]:] if ns[0] else v[:0]
+                return v[len(v) - ns[0] :] if ns[0] else v[:0]
             start, length = ns
             if length < 0:
                 raise SQLError(537, "Invalid length parameter passed to the LEFT or SUBSTRING function.", 16)
             s0 = start - 1
             e0 = s0 + length
-            return v[max(s0, 0):max(e0, 0)]
+            return v[max(s0, 0) : max(e0, 0)]
+
         return CE(substr, st, deps, x.binary, x.colbin)
     if name == "REPLACE":
         st = SqlT("nvarchar", MAX)
@@ -327,7 +385,9 @@ def compile_function(b: Binder, e: A.Func) -> CE:  # noqa: C901
             if binary:
                 return s.replace(old, new)
             import re as _re
+
             return _re.sub(_re.escape(old), lambda m: new, s, flags=_re.IGNORECASE)
+
         return CE(replace, st, deps)
     if name == "CHARINDEX":
         st = SqlT("nvarchar", MAX)
@@ -346,6 +406,7 @@ def compile_function(b: Binder, e: A.Func) -> CE:  # noqa: C901
             if not binary:
                 needle, hay = needle.casefold(), hay.casefold()
             return hay.find(needle, s0) + 1
+
         return CE(charindex, T_INT, deps)
     if name == "CONCAT":
         st = SqlT("nvarchar", MAX)
@@ -353,13 +414,16 @@ def compile_function(b: Binder, e: A.Func) -> CE:  # noqa: C901
 
         def concat(c: Ctx, r: Any) -> Any:
             return "".join(v for v in (f(c, r) for f in cfs) if v is not None)
+
         return CE(concat, st, deps)
     if name in ("ABS", "FLOOR", "CEILING"):
         x = compiled[0]
         if x.type.kind not in ("int", "bigint", "float", "bit", "null"):
-            raise SQLError(8117, f"Operand data type {x.type.kind} is invalid for {name.lower()} function.", 16)
+            raise SQLError(
+                8117, f"Operand data type {x.type.kind} is invalid for {name.lower()} function.", 16
+            )
         f0 = fns[0]
-        op2 = {"ABS": abs, "FLOOR": math.floor, "CEILING": math.ceil}[name]
+        op2: Callable[[Any], Any] = abs if name == "ABS" else (math.floor if name == "FLOOR" else math.ceil)
         is_float = x.type.kind == "float"
 
         def absfn(c: Ctx, r: Any) -> Any:
@@ -368,6 +432,7 @@ def compile_function(b: Binder, e: A.Func) -> CE:  # noqa: C901
                 return None
             res = op2(v)
             return float(res) if is_float else int(res)
+
         return CE(absfn, x.type if x.type.kind != "bit" else T_INT, deps)
     if name == "ROUND":
         f0, f1 = fns
@@ -380,6 +445,7 @@ def compile_function(b: Binder, e: A.Func) -> CE:  # noqa: C901
             res = math.floor(abs(v) * q + 0.5) / q
             res = -res if v < 0 else res
             return type(v)(res) if not isinstance(v, bool) else int(res)
+
         return CE(roundfn, compiled[0].type, deps)
     if name == "ISNUMERIC":
         f0 = fns[0]
@@ -395,14 +461,15 @@ def compile_function(b: Binder, e: A.Func) -> CE:  # noqa: C901
                 return 1
             except ValueError:
                 return 0
+
         return CE(isnumeric, T_INT, deps)
     if name == "OBJECT_ID":
         f0 = fns[0]
-        f1 = fns[1] if len(fns) > 1 else None
+        f1o = fns[1] if len(fns) > 1 else None
 
         def object_id(c: Ctx, r: Any) -> Any:
             text = f0(c, r)
-            typ = f1(c, r) if f1 is not None else None
+            typ = f1o(c, r) if f1o is not None else None
             if text is None:
                 return None
             db_name, schema, tname = _parse_object_name(str(text))
@@ -418,6 +485,7 @@ def compile_function(b: Binder, e: A.Func) -> CE:  # noqa: C901
                     return None
                 return t.object_id
             from .catalog import constraint_object_id
+
             for tbl in db.tables.values():
                 if schema is not None and tbl.schema.upper() != schema.upper():
                     continue
@@ -428,6 +496,7 @@ def compile_function(b: Binder, e: A.Func) -> CE:  # noqa: C901
                             return None
                         return constraint_object_id(tbl.object_id, ix.index_id)
             return None
+
         return CE(object_id, T_INT, deps)
     if name == "OBJECT_NAME":
         f0 = fns[0]
@@ -439,6 +508,7 @@ def compile_function(b: Binder, e: A.Func) -> CE:  # noqa: C901
             db = c.session.engine.database_named(c.session.database)
             t = db.by_id(int(oid)) if db is not None else None
             return t.name if t is not None else None
+
         return CE(object_name, T_SYSNAME, deps)
     if name in ("INDEXPROPERTY", "COL_NAME", "COL_LENGTH"):
         f0, f1 = fns[0], fns[1]
@@ -449,13 +519,15 @@ def compile_function(b: Binder, e: A.Func) -> CE:  # noqa: C901
             if db is None or v is None:
                 return None
             if isinstance(v, str):
-                dbn, schema, tname = _parse_object_name(v)
+                _dbn, schema, tname = _parse_object_name(v)
                 return db.get(schema or "dbo", tname)
             try:
                 return db.by_id(int(v))
             except (TypeError, ValueError):
                 return None
+
         if name == "INDEXPROPERTY":
+
             def indexproperty(c: Ctx, r: Any) -> Any:
                 t = table_of(c, f0(c, r))
                 iname = f1(c, r)
@@ -475,8 +547,10 @@ def compile_function(b: Binder, e: A.Func) -> CE:  # noqa: C901
                 if p == "ISDISABLED":
                     return 0
                 return None
+
             return CE(indexproperty, T_INT, deps)
         if name == "COL_NAME":
+
             def col_name(c: Ctx, r: Any) -> Any:
                 t = table_of(c, f0(c, r))
                 cid = f1(c, r)
@@ -486,6 +560,7 @@ def compile_function(b: Binder, e: A.Func) -> CE:  # noqa: C901
                     if col.column_id == int(cid):
                         return col.name
                 return None
+
             return CE(col_name, T_SYSNAME, deps)
 
         def col_length(c: Ctx, r: Any) -> Any:
@@ -497,7 +572,9 @@ def compile_function(b: Binder, e: A.Func) -> CE:  # noqa: C901
             if i is None:
                 return None
             from .storage import column_max_length
+
             return column_max_length(t.columns[i].type)
+
         return CE(col_length, T_INT, deps)
     if name in ("DB_NAME", "SCHEMA_NAME", "SUSER_SNAME", "USER_NAME", "HOST_NAME", "APP_NAME"):
         f0o = fns[0] if fns else None
@@ -519,6 +596,7 @@ def compile_function(b: Binder, e: A.Func) -> CE:  # noqa: C901
             if name == "HOST_NAME":
                 return "standin"
             return "beaker_mssql"
+
         return CE(names, T_SYSNAME, deps)
     if name in ("DB_ID", "SCHEMA_ID"):
         f0o = fns[0] if fns else None
@@ -530,25 +608,46 @@ def compile_function(b: Binder, e: A.Func) -> CE:  # noqa: C901
                 target = (arg or c.session.database).upper()
                 return dbs.index(target) + 1 if target in dbs else None
             return {None: 1, "DBO": 1, "GUEST": 2, "INFORMATION_SCHEMA": 3, "SYS": 4}.get(
-                arg.upper() if isinstance(arg, str) else arg)
+                arg.upper() if isinstance(arg, str) else arg
+            )
+
         return CE(ids, T_INT, deps)
     if name == "SERVERPROPERTY":
         f0 = fns[0]
 
         def serverproperty(c: Ctx, r: Any) -> Any:
             p = str(f0(c, r) or "").upper()
-            return {"PRODUCTVERSION": "15.0.2000.5", "PRODUCTLEVEL": "RTM", "EDITION": "Stand-in (beaker_mssql)",
-                    "ENGINEEDITION": "3", "SERVERNAME": "STANDIN", "MACHINENAME": "STANDIN",
-                    "COLLATION": "SQL_Latin1_General_CP1_CI_AS", "ISSTANDIN": "1"}.get(p)
+            return {
+                "PRODUCTVERSION": "15.0.2000.5",
+                "PRODUCTLEVEL": "RTM",
+                "EDITION": "Stand-in (beaker_mssql)",
+                "ENGINEEDITION": "3",
+                "SERVERNAME": "STANDIN",
+                "MACHINENAME": "STANDIN",
+                "COLLATION": "SQL_Latin1_General_CP1_CI_AS",
+                "ISSTANDIN": "1",
+            }.get(p)
+
         return CE(serverproperty, SqlT("nvarchar", 128), deps)
     if name in ("APPLOCK_MODE", "APPLOCK_TEST"):
-        raise SQLError(102, f"Incorrect syntax near '{name}'. (The SQL Server stand-in does not support "
-                            f"{name}.)", 15)
+        raise SQLError(
+            102, f"Incorrect syntax near '{name}'. (The SQL Server stand-in does not support {name}.)", 15
+        )
     if name == "XACT_STATE":
+
         def xact_state(c: Ctx, r: Any) -> Any:
             return 1 if c.session.trancount > 0 else 0
+
         return CE(xact_state, T_INT)
     raise SQLError(195, f"'{name}' is not a recognized built-in function name.", 15)
+
+
+def _lstrip(s: str) -> str:
+    return s.lstrip(" ")
+
+
+def _rstrip(s: str) -> str:
+    return s.rstrip(" ")
 
 
 def _to_dt(x: CE, t: SqlT) -> Any:
@@ -563,18 +662,26 @@ def _to_dt(x: CE, t: SqlT) -> Any:
     def conv(c: Ctx, r: Any) -> Any:
         v = f(c, r)
         return None if v is None else convert(v, src, t)
+
     return conv
 
 
 def aggregate_ref(b: Binder, e: A.Func) -> CE:
     """An aggregate in a grouped query reads its precomputed value from the group row."""
     if b.agg_slots is None:
-        raise SQLError(147, "An aggregate may not appear in the WHERE clause unless it is in a subquery contained in "
-                            "a HAVING clause or a select list, and the column being aggregated is an outer "
-                            "reference.", 15)
+        raise SQLError(
+            147,
+            "An aggregate may not appear in the WHERE clause unless it is in a subquery contained in "
+            "a HAVING clause or a select list, and the column being aggregated is an outer "
+            "reference.",
+            15,
+        )
     if b.in_agg:
-        raise SQLError(130, "Cannot perform an aggregate function on an expression containing an aggregate or a "
-                            "subquery.", 16)
+        raise SQLError(
+            130,
+            "Cannot perform an aggregate function on an expression containing an aggregate or a subquery.",
+            16,
+        )
     pos = b.agg_slots.get(id(e))
     if pos is None:
         pos = len(b.aggregates)
@@ -592,7 +699,9 @@ def aggregate_ref(b: Binder, e: A.Func) -> CE:
         rt = T_BIGINT
     elif name in ("SUM", "AVG"):
         if arg_t.kind in STRING_KINDS or arg_t.kind in ("datetime", "datetime2", "varbinary"):
-            raise SQLError(8117, f"Operand data type {arg_t.kind} is invalid for {name.lower()} operator.", 16)
+            raise SQLError(
+                8117, f"Operand data type {arg_t.kind} is invalid for {name.lower()} operator.", 16
+            )
         rt = T_INT if arg_t.kind in ("bit", "int") else arg_t
         if arg_t.kind == "bit":
             raise SQLError(8117, f"Operand data type bit is invalid for {name.lower()} operator.", 16)
@@ -602,6 +711,7 @@ def aggregate_ref(b: Binder, e: A.Func) -> CE:
 
     def agg_fn(c: Ctx, r: Any) -> Any:
         return r[-1][slot]
+
     return CE(agg_fn, rt, True)
 
 

@@ -15,13 +15,13 @@ from typing import Optional, Union
 from ..results import SQLError
 
 # Literal kinds (part of the shape key because they decide the static type of the literal).
-LIT_NSTR = "N"    # N'...'  -> nvarchar
-LIT_STR = "S"     # '...'   -> varchar
-LIT_INT = "I"     # fits int
+LIT_NSTR = "N"  # N'...'  -> nvarchar
+LIT_STR = "S"  # '...'   -> varchar
+LIT_INT = "I"  # fits int
 LIT_BIGINT = "B"  # fits bigint
-LIT_DEC = "D"     # 1.5 (numeric in SQL Server; float here)
-LIT_FLOAT = "F"   # 1e3
-LIT_HEX = "X"     # 0x00ff -> varbinary
+LIT_DEC = "D"  # 1.5 (numeric in SQL Server; float here)
+LIT_FLOAT = "F"  # 1e3
+LIT_HEX = "X"  # 0x00ff -> varbinary
 
 LiteralValue = Union[str, int, float, bytes]
 
@@ -56,22 +56,22 @@ BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 
 @dataclass
 class Token:
-    kind: str            # 'id', 'qid', 'lit', 'var', 'gvar', 'op', 'eof'
-    value: str           # identifier text (unquoted), operator, upper-cased keyword in ``upper``
+    kind: str  # 'id', 'qid', 'lit', 'var', 'gvar', 'op', 'eof'
+    value: str  # identifier text (unquoted), operator, upper-cased keyword in ``upper``
     line: int
-    upper: str = ""      # for 'id': value.upper(); for 'op': the operator
-    pos: int = 0         # offset in the shape key
+    upper: str = ""  # for 'id': value.upper(); for 'op': the operator
+    pos: int = 0  # offset in the shape key
     end: int = 0
-    slot: int = -1       # for 'lit': index into the literal list
-    lit_kind: str = ""   # for 'lit': LIT_*
-    raw: str = ""        # source text (for error messages)
+    slot: int = -1  # for 'lit': index into the literal list
+    lit_kind: str = ""  # for 'lit': LIT_*
+    raw: str = ""  # source text (for error messages)
 
 
 def _syntax_near(text: str, line: int) -> SQLError:
     return SQLError(102, f"Incorrect syntax near '{text}'.", 15, 1, line)
 
 
-def _literal(group: str, text: str) -> tuple[str, LiteralValue]:
+def _literal(group: str | None, text: str) -> tuple[str, LiteralValue]:
     if group == "nstr":
         return LIT_NSTR, text[2:-1].replace("''", "'")
     if group == "str":
@@ -129,11 +129,12 @@ def scan_literals(text: str) -> tuple[str, list[LiteralValue], list[str]]:
         end = m.end()
         if group in _LITERAL_GROUPS:
             raw = m.group()
-            kind, value = _literal(group, raw)  # type: ignore[arg-type]
+            kind, value = _literal(group, raw)
             parts.append(text[last:pos])
             nl = raw.count("\n")
             if kind in (LIT_NSTR, LIT_STR, LIT_HEX) and len(value) > (  # type: ignore[arg-type]
-                    4000 if kind == LIT_NSTR else 8000):
+                4000 if kind == LIT_NSTR else 8000
+            ):
                 kind += "m"
             parts.append(f"\x00{kind}{nl}\x00" if nl else f"\x00{kind}\x00")
             values.append(value)
@@ -182,7 +183,7 @@ def tokenize(text: str) -> list[Token]:
         elif group == "id":
             append(Token("id", raw, line, raw.upper(), pos, end, raw=raw))
         elif group in _LITERAL_GROUPS:
-            kind, _value = _literal(group, raw)  # type: ignore[arg-type]
+            kind, _value = _literal(group, raw)
             shown = raw
             if group == "nstr":
                 shown = raw[2:-1]

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any, Optional
 
 # Durations: how long a granted lock is held.
-STMT = 0      # released at the end of the statement
-TXN = 1       # released at COMMIT/ROLLBACK (or end of statement in autocommit mode)
-SESSION = 2   # sp_getapplock @LockOwner = 'Session': until released or disconnect
+STMT = 0  # released at the end of the statement
+TXN = 1  # released at COMMIT/ROLLBACK (or end of statement in autocommit mode)
+SESSION = 2  # sp_getapplock @LockOwner = 'Session': until released or disconnect
 
 MODES = ("IS", "IX", "S", "U", "X", "SCH-S", "SCH-M")
 
@@ -71,7 +71,7 @@ class LockManager:
                     del self.keyed[resource[1]]
 
     def scan_conflicts(self, sid: int, table_id: Any, mode: str) -> tuple[set[Any], Optional[LockConflict]]:
-        """Keys of ``table_id`` locked incompatibly with ``mode`` by other sessions, and the first conflict."""
+        """Keys of ``table_id`` locked incompatibly with ``mode`` by others, and the first conflict."""
         keys: set[Any] = set()
         first: Optional[LockConflict] = None
         res_set = self.keyed.get(table_id)
@@ -123,7 +123,8 @@ class LockManager:
         if not hs:
             return None
         order = {"X": 6, "SCH-M": 7, "U": 4, "IX": 3, "S": 2, "IS": 1, "SCH-S": 0}
-        return max((h[0] for h in hs), key=lambda m: order[m])
+        best: str = max((str(h[0]) for h in hs), key=lambda m: order[m])
+        return best
 
     # ------------------------------------------------------------------ acquire / release
 

@@ -37,7 +37,8 @@ from .types import (
     sized_type_info,
 )
 
-RESERVED = frozenset("""
+RESERVED = frozenset(
+    """
 ADD ALL ALTER AND ANY AS ASC AUTHORIZATION BACKUP BEGIN BETWEEN BREAK BROWSE BULK BY CASCADE CASE CHECK
 CHECKPOINT CLOSE CLUSTERED COALESCE COLLATE COLUMN COMMIT COMPUTE CONSTRAINT CONTAINS CONTAINSTABLE CONTINUE
 CONVERT CREATE CROSS CURRENT CURRENT_DATE CURRENT_TIME CURRENT_TIMESTAMP CURRENT_USER CURSOR DATABASE DBCC
@@ -52,71 +53,171 @@ SEMANTICKEYPHRASETABLE SEMANTICSIMILARITYDETAILSTABLE SEMANTICSIMILARITYTABLE SE
 SHUTDOWN SOME STATISTICS SYSTEM_USER TABLE TABLESAMPLE TEXTSIZE THEN TO TOP TRAN TRANSACTION TRIGGER TRUNCATE
 TRY_CONVERT TSEQUAL UNION UNIQUE UNPIVOT UPDATE UPDATETEXT USE USER VALUES VARYING VIEW WAITFOR WHEN WHERE
 WHILE WITH WRITETEXT
-""".split())
+""".split()
+)
 
 # Words that begin a statement (used to end optional clauses such as a transaction name).
-STATEMENT_WORDS = frozenset("""
+STATEMENT_WORDS = frozenset(
+    """
 SELECT INSERT UPDATE DELETE MERGE CREATE DROP TRUNCATE IF WHILE BREAK CONTINUE BEGIN END DECLARE SET EXEC
 EXECUTE USE COMMIT ROLLBACK SAVE PRINT THROW RAISERROR RETURN ALTER WITH ELSE GO WAITFOR GOTO
-""".split())
+""".split()
+)
 
-ON_OFF_OPTIONS = frozenset("""
-NOCOUNT XACT_ABORT ARITHABORT ARITHIGNORE CONCAT_NULL_YIELDS_NULL ANSI_NULLS ANSI_NULL_DFLT_ON ANSI_NULL_DFLT_OFF
-ANSI_PADDING ANSI_WARNINGS ANSI_DEFAULTS CURSOR_CLOSE_ON_COMMIT QUOTED_IDENTIFIER IMPLICIT_TRANSACTIONS
+ON_OFF_OPTIONS = frozenset(
+    """
+NOCOUNT XACT_ABORT ARITHABORT ARITHIGNORE CONCAT_NULL_YIELDS_NULL ANSI_NULLS ANSI_NULL_DFLT_ON
+ANSI_NULL_DFLT_OFF ANSI_PADDING ANSI_WARNINGS ANSI_DEFAULTS CURSOR_CLOSE_ON_COMMIT
+QUOTED_IDENTIFIER IMPLICIT_TRANSACTIONS
 NUMERIC_ROUNDABORT FMTONLY NOEXEC PARSEONLY FORCEPLAN SHOWPLAN_ALL SHOWPLAN_TEXT SHOWPLAN_XML
 STATISTICS NO_BROWSETABLE
-""".split())
+""".split()
+)
 
-TABLE_HINTS = frozenset("""
+TABLE_HINTS = frozenset(
+    """
 NOLOCK READUNCOMMITTED READCOMMITTED READCOMMITTEDLOCK REPEATABLEREAD SERIALIZABLE HOLDLOCK UPDLOCK XLOCK
 ROWLOCK PAGLOCK TABLOCK TABLOCKX READPAST NOWAIT FORCESEEK FORCESCAN NOEXPAND
-""".split())
+""".split()
+)
 
 DATEPARTS = {
-    "YEAR": "year", "YY": "year", "YYYY": "year", "QUARTER": "quarter", "QQ": "quarter", "Q": "quarter",
-    "MONTH": "month", "MM": "month", "M": "month", "DAYOFYEAR": "dayofyear", "DY": "dayofyear",
-    "Y": "dayofyear", "DAY": "day", "DD": "day", "D": "day", "WEEK": "week", "WK": "week", "WW": "week",
-    "WEEKDAY": "weekday", "DW": "weekday", "HOUR": "hour", "HH": "hour", "MINUTE": "minute", "MI": "minute",
-    "N": "minute", "SECOND": "second", "SS": "second", "S": "second", "MILLISECOND": "millisecond",
-    "MS": "millisecond", "MICROSECOND": "microsecond", "MCS": "microsecond", "NANOSECOND": "nanosecond",
+    "YEAR": "year",
+    "YY": "year",
+    "YYYY": "year",
+    "QUARTER": "quarter",
+    "QQ": "quarter",
+    "Q": "quarter",
+    "MONTH": "month",
+    "MM": "month",
+    "M": "month",
+    "DAYOFYEAR": "dayofyear",
+    "DY": "dayofyear",
+    "Y": "dayofyear",
+    "DAY": "day",
+    "DD": "day",
+    "D": "day",
+    "WEEK": "week",
+    "WK": "week",
+    "WW": "week",
+    "WEEKDAY": "weekday",
+    "DW": "weekday",
+    "HOUR": "hour",
+    "HH": "hour",
+    "MINUTE": "minute",
+    "MI": "minute",
+    "N": "minute",
+    "SECOND": "second",
+    "SS": "second",
+    "S": "second",
+    "MILLISECOND": "millisecond",
+    "MS": "millisecond",
+    "MICROSECOND": "microsecond",
+    "MCS": "microsecond",
+    "NANOSECOND": "nanosecond",
     "NS": "nanosecond",
 }
 
 # name -> (min args, max args); -1 = any
 FUNCTIONS: dict[str, tuple[int, int]] = {
-    "GETDATE": (0, 0), "GETUTCDATE": (0, 0), "SYSUTCDATETIME": (0, 0), "SYSDATETIME": (0, 0),
-    "DATEADD": (3, 3), "DATEDIFF": (3, 3), "DATEDIFF_BIG": (3, 3), "DATEPART": (2, 2),
-    "OBJECT_ID": (1, 2), "OBJECT_NAME": (1, 2), "INDEXPROPERTY": (3, 3), "COL_NAME": (2, 2),
-    "COL_LENGTH": (2, 2), "DATALENGTH": (1, 1), "LEN": (1, 1), "ISNULL": (2, 2), "COALESCE": (2, -1),
-    "NULLIF": (2, 2), "UPPER": (1, 1), "LOWER": (1, 1), "LTRIM": (1, 1), "RTRIM": (1, 1),
-    "SUBSTRING": (3, 3), "LEFT": (2, 2), "RIGHT": (2, 2), "REPLACE": (3, 3), "CHARINDEX": (2, 3),
-    "CONCAT": (2, -1), "ABS": (1, 1), "COUNT": (1, 1), "COUNT_BIG": (1, 1), "MIN": (1, 1), "MAX": (1, 1),
-    "SUM": (1, 1), "AVG": (1, 1), "DB_NAME": (0, 1), "DB_ID": (0, 1), "SCHEMA_NAME": (0, 1),
-    "SCHEMA_ID": (0, 1), "SUSER_SNAME": (0, 0), "USER_NAME": (0, 0), "APPLOCK_MODE": (3, 3),
-    "APPLOCK_TEST": (4, 4), "SERVERPROPERTY": (1, 1), "ISNUMERIC": (1, 1), "IIF": (3, 3),
-    "CURRENT_TIMESTAMP": (0, 0), "FLOOR": (1, 1), "CEILING": (1, 1), "ROUND": (2, 2), "HOST_NAME": (0, 0),
-    "APP_NAME": (0, 0), "XACT_STATE": (0, 0),
+    "GETDATE": (0, 0),
+    "GETUTCDATE": (0, 0),
+    "SYSUTCDATETIME": (0, 0),
+    "SYSDATETIME": (0, 0),
+    "DATEADD": (3, 3),
+    "DATEDIFF": (3, 3),
+    "DATEDIFF_BIG": (3, 3),
+    "DATEPART": (2, 2),
+    "OBJECT_ID": (1, 2),
+    "OBJECT_NAME": (1, 2),
+    "INDEXPROPERTY": (3, 3),
+    "COL_NAME": (2, 2),
+    "COL_LENGTH": (2, 2),
+    "DATALENGTH": (1, 1),
+    "LEN": (1, 1),
+    "ISNULL": (2, 2),
+    "COALESCE": (2, -1),
+    "NULLIF": (2, 2),
+    "UPPER": (1, 1),
+    "LOWER": (1, 1),
+    "LTRIM": (1, 1),
+    "RTRIM": (1, 1),
+    "SUBSTRING": (3, 3),
+    "LEFT": (2, 2),
+    "RIGHT": (2, 2),
+    "REPLACE": (3, 3),
+    "CHARINDEX": (2, 3),
+    "CONCAT": (2, -1),
+    "ABS": (1, 1),
+    "COUNT": (1, 1),
+    "COUNT_BIG": (1, 1),
+    "MIN": (1, 1),
+    "MAX": (1, 1),
+    "SUM": (1, 1),
+    "AVG": (1, 1),
+    "DB_NAME": (0, 1),
+    "DB_ID": (0, 1),
+    "SCHEMA_NAME": (0, 1),
+    "SCHEMA_ID": (0, 1),
+    "SUSER_SNAME": (0, 0),
+    "USER_NAME": (0, 0),
+    "APPLOCK_MODE": (3, 3),
+    "APPLOCK_TEST": (4, 4),
+    "SERVERPROPERTY": (1, 1),
+    "ISNUMERIC": (1, 1),
+    "IIF": (3, 3),
+    "CURRENT_TIMESTAMP": (0, 0),
+    "FLOOR": (1, 1),
+    "CEILING": (1, 1),
+    "ROUND": (2, 2),
+    "HOST_NAME": (0, 0),
+    "APP_NAME": (0, 0),
+    "XACT_STATE": (0, 0),
 }
 AGGREGATES = frozenset({"COUNT", "COUNT_BIG", "MIN", "MAX", "SUM", "AVG"})
 
-GLOBALS = frozenset({
-    "@@ROWCOUNT", "@@TRANCOUNT", "@@SPID", "@@ERROR", "@@VERSION", "@@IDENTITY", "@@SERVERNAME",
-    "@@LOCK_TIMEOUT", "@@SERVICENAME", "@@LANGUAGE", "@@TEXTSIZE", "@@DATEFIRST", "@@OPTIONS",
-    "@@MAX_PRECISION", "@@NESTLEVEL", "@@PROCID", "@@FETCH_STATUS", "@@DBTS",
-})
+GLOBALS = frozenset(
+    {
+        "@@ROWCOUNT",
+        "@@TRANCOUNT",
+        "@@SPID",
+        "@@ERROR",
+        "@@VERSION",
+        "@@IDENTITY",
+        "@@SERVERNAME",
+        "@@LOCK_TIMEOUT",
+        "@@SERVICENAME",
+        "@@LANGUAGE",
+        "@@TEXTSIZE",
+        "@@DATEFIRST",
+        "@@OPTIONS",
+        "@@MAX_PRECISION",
+        "@@NESTLEVEL",
+        "@@PROCID",
+        "@@FETCH_STATUS",
+        "@@DBTS",
+    }
+)
 
 BOOLEAN_NODES = (A.Compare, A.And, A.Or, A.Not, A.IsNull, A.InList, A.InSelect, A.Like, A.Between, A.Exists)
 
 _NOT_AN_ALIAS = frozenset({"OUTPUT", "USING", "WHEN", "MATCHED"})
 
 _LIT_TYPES = {
-    LIT_INT: T_INT, LIT_BIGINT: T_BIGINT, LIT_DEC: T_FLOAT, LIT_FLOAT: T_FLOAT,
+    LIT_INT: T_INT,
+    LIT_BIGINT: T_BIGINT,
+    LIT_DEC: T_FLOAT,
+    LIT_FLOAT: T_FLOAT,
 }
 
 
 def unsupported(what: str, near: str, line: int) -> SQLError:
     return SQLError(
-        102, f"Incorrect syntax near '{near}'. (The SQL Server stand-in does not support {what}.)", 15, 1, line
+        102,
+        f"Incorrect syntax near '{near}'. (The SQL Server stand-in does not support {what}.)",
+        15,
+        1,
+        line,
     )
 
 
@@ -238,8 +339,11 @@ class Parser:
             if self.tok.kind == "eof":
                 break
             t = self.tok
-            if first and t.kind in ("id", "qid") and (t.kind == "qid" or t.upper not in STATEMENT_WORDS
-                                                       and t.upper not in RESERVED):
+            if (
+                first
+                and t.kind in ("id", "qid")
+                and (t.kind == "qid" or (t.upper not in STATEMENT_WORDS and t.upper not in RESERVED))
+            ):
                 st = self.parse_exec_body(t.line, None)
                 st.span = (t.pos, self.toks[self.pos - 1].end, 0)
                 stmts.append(st)
@@ -283,9 +387,32 @@ class Parser:
             "CONTINUE": self.continue_,
         }.get(u)
         if handler is None:
-            if u in ("ALTER", "WITH", "WAITFOR", "GOTO", "GRANT", "DENY", "REVOKE", "OPEN", "FETCH", "CLOSE",
-                     "DEALLOCATE", "KILL", "DBCC", "BACKUP", "RESTORE", "BULK", "CHECKPOINT", "RECONFIGURE",
-                     "SHUTDOWN", "READTEXT", "WRITETEXT", "UPDATETEXT", "SETUSER", "REVERT"):
+            if u in (
+                "ALTER",
+                "WITH",
+                "WAITFOR",
+                "GOTO",
+                "GRANT",
+                "DENY",
+                "REVOKE",
+                "OPEN",
+                "FETCH",
+                "CLOSE",
+                "DEALLOCATE",
+                "KILL",
+                "DBCC",
+                "BACKUP",
+                "RESTORE",
+                "BULK",
+                "CHECKPOINT",
+                "RECONFIGURE",
+                "SHUTDOWN",
+                "READTEXT",
+                "WRITETEXT",
+                "UPDATETEXT",
+                "SETUSER",
+                "REVERT",
+            ):
                 self.unsupported(f"the {u} statement")
             self.error()
         start = self.pos
@@ -393,9 +520,15 @@ class Parser:
             while True:
                 ot = self.tok
                 nt = self.peek()
-                if ot.kind == "lit" and ot.lit_kind == LIT_INT and (nt.kind == "eof" or (
-                        nt.kind == "op" and nt.value in (",", ";", ")")) or (nt.kind == "id" and (
-                        nt.upper in ("ASC", "DESC") or nt.upper in STATEMENT_WORDS))):
+                if (
+                    ot.kind == "lit"
+                    and ot.lit_kind == LIT_INT
+                    and (
+                        nt.kind == "eof"
+                        or (nt.kind == "op" and nt.value in (",", ";", ")"))
+                        or (nt.kind == "id" and (nt.upper in ("ASC", "DESC") or nt.upper in STATEMENT_WORDS))
+                    )
+                ):
                     self.advance()
                     pos_v = self.literal_value(ot)
                     e: A.Expr = A.Const(pos_v, T_INT)
@@ -413,8 +546,14 @@ class Parser:
                 self.unsupported("OFFSET/FETCH")
         assigns = [i.assign is not None for i in items]
         if any(assigns) and not all(assigns):
-            raise SQLError(141, "A SELECT statement that assigns a value to a variable must not be combined with "
-                                "data-retrieval operations.", 15, 1, line)
+            raise SQLError(
+                141,
+                "A SELECT statement that assigns a value to a variable must not be combined with "
+                "data-retrieval operations.",
+                15,
+                1,
+                line,
+            )
         return sel
 
     def top_expr(self) -> A.Expr:
@@ -442,8 +581,13 @@ class Parser:
         t = self.tok
         if self.accept_op("*"):
             return A.SelectItem(None)
-        if t.kind in ("id", "qid") and self.peek().kind == "op" and self.peek().value == "." \
-                and self.peek(2).kind == "op" and self.peek(2).value == "*":
+        if (
+            t.kind in ("id", "qid")
+            and self.peek().kind == "op"
+            and self.peek().value == "."
+            and self.peek(2).kind == "op"
+            and self.peek(2).value == "*"
+        ):
             qual = self.ident()
             self.advance()
             self.advance()
@@ -453,20 +597,32 @@ class Parser:
             self.advance()
             op = self.advance().value
             return A.SelectItem(self.expr(), assign=var, assign_op=op)
-        if t.kind == "var" and self.peek().kind == "op" and self.peek().value in ("+", "-", "*", "/") \
-                and self.peek(2).kind == "op" and self.peek(2).value == "=":
+        if (
+            t.kind == "var"
+            and self.peek().kind == "op"
+            and self.peek().value in ("+", "-", "*", "/")
+            and self.peek(2).kind == "op"
+            and self.peek(2).value == "="
+        ):
             var = self.variable(t)
             self.advance()
             op = self.advance().value + "="
             self.advance()
             return A.SelectItem(self.expr(), assign=var, assign_op=op)
-        if (t.kind == "qid" or (t.kind == "id" and t.upper not in RESERVED)) and self.peek().kind == "op" \
-                and self.peek().value == "=":
-            alias = self.ident()
+        if (
+            (t.kind == "qid" or (t.kind == "id" and t.upper not in RESERVED))
+            and self.peek().kind == "op"
+            and self.peek().value == "="
+        ):
+            eq_alias = self.ident()
             self.advance()
-            return A.SelectItem(self.expr(), alias=alias)
-        if t.kind == "lit" and t.lit_kind in (LIT_STR, LIT_NSTR) and self.peek().kind == "op" \
-                and self.peek().value == "=":
+            return A.SelectItem(self.expr(), alias=eq_alias)
+        if (
+            t.kind == "lit"
+            and t.lit_kind in (LIT_STR, LIT_NSTR)
+            and self.peek().kind == "op"
+            and self.peek().value == "="
+        ):
             self.advance()
             self.advance()
             alias_v = self.literal_value(t)
@@ -476,8 +632,9 @@ class Parser:
         alias: Optional[str] = None
         if self.accept_kw("AS"):
             alias = self.alias_name(required=True)
-        elif self.is_ident() and not self.is_kw(*_NOT_AN_ALIAS, *STATEMENT_WORDS) or \
-                (self.tok.kind == "lit" and self.tok.lit_kind in (LIT_STR, LIT_NSTR)):
+        elif (self.is_ident() and not self.is_kw(*_NOT_AN_ALIAS, *STATEMENT_WORDS)) or (
+            self.tok.kind == "lit" and self.tok.lit_kind in (LIT_STR, LIT_NSTR)
+        ):
             alias = self.alias_name(required=True)
         return A.SelectItem(e, alias=alias)
 
@@ -537,18 +694,30 @@ class Parser:
                 hints.append(u)
             else:
                 raise SQLError(
-                    321, f"'{t.value}' is not a recognized table hints option. If it is intended as a parameter "
+                    321,
+                    f"'{t.value}' is not a recognized table hints option. If it is intended as a parameter "
                     "to a table-valued function or to the CHANGETABLE function, ensure that your database "
-                    "compatibility mode is set to 90.", 15, 1, t.line)
+                    "compatibility mode is set to 90.",
+                    15,
+                    1,
+                    t.line,
+                )
             if not self.accept_op(","):
                 if self.is_ident():
                     continue
                 break
         self.expect_op(")")
         hs = set(hints)
-        if hs & {"NOLOCK", "READUNCOMMITTED"} and hs & {"UPDLOCK", "XLOCK", "HOLDLOCK", "SERIALIZABLE",
-                                                      "REPEATABLEREAD", "READPAST", "READCOMMITTED",
-                                                      "TABLOCKX"}:
+        if hs & {"NOLOCK", "READUNCOMMITTED"} and hs & {
+            "UPDLOCK",
+            "XLOCK",
+            "HOLDLOCK",
+            "SERIALIZABLE",
+            "REPEATABLEREAD",
+            "READPAST",
+            "READCOMMITTED",
+            "TABLOCKX",
+        }:
             raise SQLError(1047, "Conflicting locking hints specified.", 15, 1, self.tok.line)
         return hints
 
@@ -561,25 +730,36 @@ class Parser:
                 sub = self.select(subquery=True)
                 self.expect_op(")")
                 self.accept_kw("AS")
-                alias = self.ident()
+                dalias = self.ident()
                 cols = self.column_alias_list()
-                return A.TableRef(A.ObjName(alias, line=t.line), alias, [], derived=sub, column_aliases=cols)
+                return A.TableRef(
+                    A.ObjName(dalias, line=t.line), dalias, [], derived=sub, column_aliases=cols
+                )
             if self.is_kw("VALUES"):
                 self.advance()
                 rows = self.values_rows()
                 self.expect_op(")")
                 self.accept_kw("AS")
-                alias = self.ident()
+                dalias = self.ident()
                 cols = self.column_alias_list()
                 if cols is None:
-                    raise SQLError(8158 if False else 102, f"Incorrect syntax near '{alias}'.", 15, 1, t.line)
+                    raise SQLError(
+                        8158 if False else 102, f"Incorrect syntax near '{dalias}'.", 15, 1, t.line
+                    )
                 for r in rows:
                     if len(r) != len(cols):
-                        raise SQLError(8158, f"'{alias}' has more columns than were specified in the column list."
-                                       if len(r) > len(cols) else
-                                       f"'{alias}' has fewer columns than were specified in the column list.",
-                                       16, 1, t.line)
-                return A.TableRef(A.ObjName(alias, line=t.line), alias, [], values=rows, column_aliases=cols)
+                        raise SQLError(
+                            8158,
+                            f"'{dalias}' has more columns than were specified in the column list."
+                            if len(r) > len(cols)
+                            else f"'{dalias}' has fewer columns than were specified in the column list.",
+                            16,
+                            1,
+                            t.line,
+                        )
+                return A.TableRef(
+                    A.ObjName(dalias, line=t.line), dalias, [], values=rows, column_aliases=cols
+                )
             self.error()
         name = self.obj_name()
         if context == "from" and self.is_op("("):
@@ -631,11 +811,22 @@ class Parser:
             if not self.accept_op(","):
                 break
         if any(len(r) != len(rows[0]) for r in rows):
-            raise SQLError(10709, "The number of columns for each row in a table value constructor must be the "
-                                  "same.", 16, 1, line)
+            raise SQLError(
+                10709,
+                "The number of columns for each row in a table value constructor must be the same.",
+                16,
+                1,
+                line,
+            )
         if len(rows) > 1000:
-            raise SQLError(10738, "The number of row value expressions in the INSERT statement exceeds the maximum "
-                                  "allowed number of 1000 row values.", 15, 1, line)
+            raise SQLError(
+                10738,
+                "The number of row value expressions in the INSERT statement exceeds the maximum "
+                "allowed number of 1000 row values.",
+                15,
+                1,
+                line,
+            )
         return rows
 
     def value_expr(self) -> A.Expr:
@@ -672,13 +863,25 @@ class Parser:
             if cols is not None:
                 n = len(stmt.rows[0])
                 if n > len(cols):
-                    raise SQLError(110, "There are fewer columns in the INSERT statement than values specified in "
-                                        "the VALUES clause. The number of values in the VALUES clause must match "
-                                        "the number of columns specified in the INSERT statement.", 15, 1, line)
+                    raise SQLError(
+                        110,
+                        "There are fewer columns in the INSERT statement than values specified in "
+                        "the VALUES clause. The number of values in the VALUES clause must match "
+                        "the number of columns specified in the INSERT statement.",
+                        15,
+                        1,
+                        line,
+                    )
                 if n < len(cols):
-                    raise SQLError(109, "There are more columns in the INSERT statement than values specified in "
-                                        "the VALUES clause. The number of values in the VALUES clause must match "
-                                        "the number of columns specified in the INSERT statement.", 15, 1, line)
+                    raise SQLError(
+                        109,
+                        "There are more columns in the INSERT statement than values specified in "
+                        "the VALUES clause. The number of values in the VALUES clause must match "
+                        "the number of columns specified in the INSERT statement.",
+                        15,
+                        1,
+                        line,
+                    )
         elif self.is_kw("SELECT"):
             stmt.select = self.select()
         elif self.is_kw("DEFAULT"):
@@ -710,15 +913,23 @@ class Parser:
             if op_tok.kind == "op" and op_tok.value == "=":
                 self.advance()
                 op = "="
-            elif op_tok.kind == "op" and op_tok.value in ("+", "-", "*", "/", "%") and \
-                    self.peek().kind == "op" and self.peek().value == "=":
+            elif (
+                op_tok.kind == "op"
+                and op_tok.value in ("+", "-", "*", "/", "%")
+                and self.peek().kind == "op"
+                and self.peek().value == "="
+            ):
                 self.advance()
                 self.advance()
                 op = op_tok.value + "="
             else:
                 self.error()
-            if isinstance(target, A.Var) and self.is_ident() and self.peek().kind == "op" \
-                    and self.peek().value == "=":
+            if (
+                isinstance(target, A.Var)
+                and self.is_ident()
+                and self.peek().kind == "op"
+                and self.peek().value == "="
+            ):
                 self.unsupported("SET @variable = column = expression")
             if self.is_kw("DEFAULT") and isinstance(target, A.Col):
                 self.advance()
@@ -840,19 +1051,38 @@ class Parser:
                             raise SQLError(
                                 109 if len(w.columns) > len(w.values) else 110,
                                 "There are more columns in the INSERT statement than values specified in the "
-                                "VALUES clause. The number of values in the VALUES clause must match the number "
-                                "of columns specified in the INSERT statement." if len(w.columns) > len(w.values)
-                                else "There are fewer columns in the INSERT statement than values specified in "
+                                "VALUES clause. The number of values in the VALUES clause must match the "
+                                "number "
+                                "of columns specified in the INSERT statement."
+                                if len(w.columns) > len(w.values)
+                                else "There are fewer columns in the INSERT statement than values specified "
+                                "in "
                                 "the VALUES clause. The number of values in the VALUES clause must match the "
-                                "number of columns specified in the INSERT statement.", 15, 1, line)
+                                "number of columns specified in the INSERT statement.",
+                                15,
+                                1,
+                                line,
+                            )
                 else:
-                    raise SQLError(10711, "An action of type 'INSERT' is not allowed in the 'WHEN MATCHED' clause "
-                                          "of a MERGE statement.", 15, 1, line)
+                    raise SQLError(
+                        10711,
+                        "An action of type 'INSERT' is not allowed in the 'WHEN MATCHED' clause "
+                        "of a MERGE statement.",
+                        15,
+                        1,
+                        line,
+                    )
             else:
                 self.error()
             if w.action in ("UPDATE", "DELETE") and not w.matched and not w.by_source:
-                raise SQLError(10710, f"An action of type '{w.action}' is not allowed in the 'WHEN NOT MATCHED' "
-                                      "clause of a MERGE statement.", 15, 1, line)
+                raise SQLError(
+                    10710,
+                    f"An action of type '{w.action}' is not allowed in the 'WHEN NOT MATCHED' "
+                    "clause of a MERGE statement.",
+                    15,
+                    1,
+                    line,
+                )
             whens.append(w)
         if not whens:
             self.error()
@@ -860,7 +1090,9 @@ class Parser:
         if self.is_kw("OPTION"):
             self.unsupported("query hints (OPTION)")
         if not self.is_op(";"):
-            raise SQLError(10713, "A MERGE statement must be terminated by a semi-colon (;).", 15, 1, self.tok.line)
+            raise SQLError(
+                10713, "A MERGE statement must be terminated by a semi-colon (;).", 15, 1, self.tok.line
+            )
         return A.Merge(line, target, source, on, whens, output, top)
 
     # ------------------------------------------------------------------ DDL
@@ -948,15 +1180,28 @@ class Parser:
                     length = self.int_literal()
                     if length < 1 or length > limit:
                         if length > limit:
-                            raise SQLError(131, f"The size ({length}) given to the type '{kind}' exceeds the maximum "
-                                                f"allowed for any data type ({limit}).", 15, 1, lt.line)
-                        raise SQLError(1001, f"Line {lt.line}: Length or precision specification {length} is "
-                                             "invalid.", 15, 1, lt.line)
+                            raise SQLError(
+                                131,
+                                f"The size ({length}) given to the type '{kind}' exceeds the maximum "
+                                f"allowed for any data type ({limit}).",
+                                15,
+                                1,
+                                lt.line,
+                            )
+                        raise SQLError(
+                            1001,
+                            f"Line {lt.line}: Length or precision specification {length} is invalid.",
+                            15,
+                            1,
+                            lt.line,
+                        )
                 self.expect_op(")")
             return SqlT(kind, length)
         if u in KNOWN_UNSUPPORTED_TYPES:
             self.unsupported(f"the data type {t.value.lower()}", t)
-        raise SQLError(2715, f"Column, parameter, or variable #1: Cannot find data type {t.value}.", 16, 1, t.line)
+        raise SQLError(
+            2715, f"Column, parameter, or variable #1: Cannot find data type {t.value}.", 16, 1, t.line
+        )
 
     def create_table(self, line: int) -> A.Stmt:
         name = self.obj_name()
@@ -1100,8 +1345,13 @@ class Parser:
                     items.append((self.obj_name(), first.name))
                 else:
                     if first.schema is None:
-                        raise SQLError(159, "Must specify the table name and index name for the DROP INDEX "
-                                            "statement.", 15, 1, line)
+                        raise SQLError(
+                            159,
+                            "Must specify the table name and index name for the DROP INDEX statement.",
+                            15,
+                            1,
+                            line,
+                        )
                     tbl = A.ObjName(first.schema, first.database, None, first.line)
                     items.append((tbl, first.name))
                 if not self.accept_op(","):
@@ -1148,20 +1398,26 @@ class Parser:
     def break_(self) -> A.Stmt:
         t = self.advance()
         if not self.loop_depth:
-            raise SQLError(135, "Cannot use a BREAK statement outside the scope of a WHILE statement.", 15, 1, t.line)
+            raise SQLError(
+                135, "Cannot use a BREAK statement outside the scope of a WHILE statement.", 15, 1, t.line
+            )
         return A.Break(t.line)
 
     def continue_(self) -> A.Stmt:
         t = self.advance()
         if not self.loop_depth:
-            raise SQLError(136, "Cannot use a CONTINUE statement outside the scope of a WHILE statement.", 15, 1,
-                           t.line)
+            raise SQLError(
+                136, "Cannot use a CONTINUE statement outside the scope of a WHILE statement.", 15, 1, t.line
+            )
         return A.Continue(t.line)
 
     def return_(self) -> A.Stmt:
         t = self.advance()
-        if not (self.tok.kind == "eof" or self.is_op(";") or (self.tok.kind == "id" and
-                                                              self.tok.upper in STATEMENT_WORDS)):
+        if not (
+            self.tok.kind == "eof"
+            or self.is_op(";")
+            or (self.tok.kind == "id" and self.tok.upper in STATEMENT_WORDS)
+        ):
             self.unsupported("RETURN with a value outside a procedure")
         return A.Return(t.line)
 
@@ -1199,8 +1455,13 @@ class Parser:
         if t.kind == "qid" or (t.kind == "id" and t.upper not in RESERVED and t.upper not in STATEMENT_WORDS):
             self.advance()
             if len(t.value) > 32:
-                raise SQLError(103, f"The identifier that starts with '{t.value[:32]}' is too long. Maximum length "
-                                    "is 32.", 15, 1, t.line)
+                raise SQLError(
+                    103,
+                    f"The identifier that starts with '{t.value[:32]}' is too long. Maximum length is 32.",
+                    15,
+                    1,
+                    t.line,
+                )
             return t.value, None
         if t.kind == "var":
             return None, self.primary()
@@ -1243,8 +1504,14 @@ class Parser:
                 self.error()
             self.advance()
             if t.upper in self.vars:
-                raise SQLError(134, f"The variable name '{t.value}' has already been declared. Variable names must "
-                                    "be unique within a query batch or stored procedure.", 15, 1, t.line)
+                raise SQLError(
+                    134,
+                    f"The variable name '{t.value}' has already been declared. Variable names must "
+                    "be unique within a query batch or stored procedure.",
+                    15,
+                    1,
+                    t.line,
+                )
             self.accept_kw("AS")
             if self.is_kw("TABLE", "CURSOR"):
                 self.unsupported(f"{self.tok.upper} variables")
@@ -1271,8 +1538,12 @@ class Parser:
             if op_t.kind == "op" and op_t.value == "=":
                 self.advance()
                 op = "="
-            elif op_t.kind == "op" and op_t.value in ("+", "-", "*", "/", "%") and self.peek().kind == "op" \
-                    and self.peek().value == "=":
+            elif (
+                op_t.kind == "op"
+                and op_t.value in ("+", "-", "*", "/", "%")
+                and self.peek().kind == "op"
+                and self.peek().value == "="
+            ):
                 self.advance()
                 self.advance()
                 op = op_t.value + "="
@@ -1355,8 +1626,17 @@ class Parser:
         for n in names:
             if value == "OFF" and n in ("ANSI_NULLS", "CONCAT_NULL_YIELDS_NULL", "QUOTED_IDENTIFIER"):
                 self.unsupported(f"SET {n} OFF", t)
-            if value == "ON" and n in ("FMTONLY", "NOEXEC", "PARSEONLY", "SHOWPLAN_ALL", "SHOWPLAN_TEXT",
-                                       "SHOWPLAN_XML", "FORCEPLAN", "ANSI_DEFAULTS", "NO_BROWSETABLE"):
+            if value == "ON" and n in (
+                "FMTONLY",
+                "NOEXEC",
+                "PARSEONLY",
+                "SHOWPLAN_ALL",
+                "SHOWPLAN_TEXT",
+                "SHOWPLAN_XML",
+                "FORCEPLAN",
+                "ANSI_DEFAULTS",
+                "NO_BROWSETABLE",
+            ):
                 self.unsupported(f"SET {n} ON", t)
             if len(names) > 1 and n in ("SHOWPLAN_ALL", "SHOWPLAN_TEXT", "SHOWPLAN_XML"):
                 self.error()
@@ -1381,8 +1661,11 @@ class Parser:
     def parse_exec_body(self, line: int, ret: Optional[A.Var]) -> A.Stmt:
         proc = self.obj_name()
         args: list[A.ExecArg] = []
-        if not (self.tok.kind == "eof" or self.is_op(";") or (self.tok.kind == "id" and
-                                                              self.tok.upper in STATEMENT_WORDS)):
+        if not (
+            self.tok.kind == "eof"
+            or self.is_op(";")
+            or (self.tok.kind == "id" and self.tok.upper in STATEMENT_WORDS)
+        ):
             while True:
                 t = self.tok
                 name = None
@@ -1443,9 +1726,15 @@ class Parser:
     def throw(self) -> A.Stmt:
         line = self.advance().line
         if self.tok.kind == "eof" or self.is_op(";"):
-            raise SQLError(10704, "To rethrow an error, a THROW statement must be used inside a CATCH block. Insert "
-                                  "the THROW statement inside a CATCH block, or add error parameters to the THROW "
-                                  "statement.", 15, 1, line)
+            raise SQLError(
+                10704,
+                "To rethrow an error, a THROW statement must be used inside a CATCH block. Insert "
+                "the THROW statement inside a CATCH block, or add error parameters to the THROW "
+                "statement.",
+                15,
+                1,
+                line,
+            )
         num = self.expr()
         self.expect_op(",")
         msg = self.expr()
@@ -1461,8 +1750,14 @@ class Parser:
         if not isinstance(e, BOOLEAN_NODES):
             t = self.tok if self.tok.kind != "eof" else self.toks[self.pos - 1]
             near = t.value if t.kind != "lit" else t.raw
-            raise SQLError(4145, f"An expression of non-boolean type specified in a context where a condition is "
-                                 f"expected, near '{near}'.", 15, 1, t.line)
+            raise SQLError(
+                4145,
+                f"An expression of non-boolean type specified in a context where a condition is "
+                f"expected, near '{near}'.",
+                15,
+                1,
+                t.line,
+            )
         return e
 
     def or_expr(self) -> A.Expr:
@@ -1489,8 +1784,14 @@ class Parser:
         if not isinstance(e, BOOLEAN_NODES):
             t = self.tok if self.tok.kind != "eof" else self.toks[self.pos - 1]
             near = t.value if t.kind != "lit" else t.raw
-            raise SQLError(4145, f"An expression of non-boolean type specified in a context where a condition is "
-                                 f"expected, near '{near}'.", 15, 1, t.line)
+            raise SQLError(
+                4145,
+                f"An expression of non-boolean type specified in a context where a condition is "
+                f"expected, near '{near}'.",
+                15,
+                1,
+                t.line,
+            )
         return e
 
     def not_expr(self) -> A.Expr:
@@ -1727,13 +2028,55 @@ class Parser:
         u = t.upper
         self.expect_op("(")
         if u not in FUNCTIONS:
-            if u in ("NEWID", "ROW_NUMBER", "RANK", "DENSE_RANK", "STRING_AGG", "FORMAT", "JSON_VALUE",
-                     "CHOOSE", "STUFF", "PATINDEX", "REVERSE", "REPLICATE", "SPACE", "STR", "CHAR", "NCHAR",
-                     "ASCII", "UNICODE", "SQRT", "POWER", "EXP", "LOG", "RAND", "HASHBYTES", "CHECKSUM",
-                     "DATENAME", "YEAR", "MONTH", "DAY", "EOMONTH", "DATEFROMPARTS", "SWITCHOFFSET",
-                     "TODATETIMEOFFSET", "SYSDATETIMEOFFSET", "ERROR_NUMBER", "ERROR_MESSAGE", "ERROR_SEVERITY",
-                     "ERROR_STATE", "ERROR_LINE", "SCOPE_IDENT", "SCOPE_IDENTITY", "IDENT_CURRENT",
-                     "OBJECTPROPERTY", "DATABASEPROPERTYEX", "TYPE_NAME", "TYPE_ID", "HAS_PERMS_BY_NAME"):
+            if u in (
+                "NEWID",
+                "ROW_NUMBER",
+                "RANK",
+                "DENSE_RANK",
+                "STRING_AGG",
+                "FORMAT",
+                "JSON_VALUE",
+                "CHOOSE",
+                "STUFF",
+                "PATINDEX",
+                "REVERSE",
+                "REPLICATE",
+                "SPACE",
+                "STR",
+                "CHAR",
+                "NCHAR",
+                "ASCII",
+                "UNICODE",
+                "SQRT",
+                "POWER",
+                "EXP",
+                "LOG",
+                "RAND",
+                "HASHBYTES",
+                "CHECKSUM",
+                "DATENAME",
+                "YEAR",
+                "MONTH",
+                "DAY",
+                "EOMONTH",
+                "DATEFROMPARTS",
+                "SWITCHOFFSET",
+                "TODATETIMEOFFSET",
+                "SYSDATETIMEOFFSET",
+                "ERROR_NUMBER",
+                "ERROR_MESSAGE",
+                "ERROR_SEVERITY",
+                "ERROR_STATE",
+                "ERROR_LINE",
+                "SCOPE_IDENT",
+                "SCOPE_IDENTITY",
+                "IDENT_CURRENT",
+                "OBJECTPROPERTY",
+                "DATABASEPROPERTYEX",
+                "TYPE_NAME",
+                "TYPE_ID",
+                "HAS_PERMS_BY_NAME",
+            ):
                 self.unsupported(f"the function {u}", t)
             raise SQLError(195, f"'{t.value}' is not a recognized built-in function name.", 15, 1, t.line)
         args: list[A.Expr] = []
@@ -1767,8 +2110,13 @@ class Parser:
         if n < lo or (hi >= 0 and n > hi):
             if lo == hi:
                 raise SQLError(174, f"The {u.lower()} function requires {lo} argument(s).", 15, 1, t.line)
-            raise SQLError(189, f"The {u.lower()} function requires {lo} to {hi if hi >= 0 else 254} arguments.",
-                           15, 1, t.line)
+            raise SQLError(
+                189,
+                f"The {u.lower()} function requires {lo} to {hi if hi >= 0 else 254} arguments.",
+                15,
+                1,
+                t.line,
+            )
         if self.is_kw("OVER"):
             self.unsupported("window functions (OVER)")
         if self.is_kw("WITHIN"):

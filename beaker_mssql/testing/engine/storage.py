@@ -9,9 +9,10 @@ every non-primary index also keeps a sorted list of (sort key, row id) so range 
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 from ..results import MAX, SQLError
 from .types import SqlT, bin_key, ci_key
@@ -23,8 +24,8 @@ class ColumnInfo:
     type: SqlT
     nullable: bool
     column_id: int
-    binary: bool = False          # COLLATE *_BIN2 / *_CS_*: case-sensitive comparisons
-    default: Any = None           # ast.Expr or None
+    binary: bool = False  # COLLATE *_BIN2 / *_CS_*: case-sensitive comparisons
+    default: Any = None  # ast.Expr or None
 
     def key(self, v: Any) -> Any:
         if isinstance(v, str):
@@ -45,7 +46,7 @@ def sort_key(v: Any) -> tuple[Any, ...]:
 class Index:
     name: str
     index_id: int
-    columns: list[tuple[int, bool]]      # (column position, descending)
+    columns: list[tuple[int, bool]]  # (column position, descending)
     unique: bool
     primary_key: bool = False
     clustered: bool = False
@@ -66,8 +67,15 @@ class Index:
 
 
 class Table:
-    def __init__(self, object_id: int, database: str, schema: str, name: str, columns: list[ColumnInfo],
-                 created: datetime) -> None:
+    def __init__(
+        self,
+        object_id: int,
+        database: str,
+        schema: str,
+        name: str,
+        columns: list[ColumnInfo],
+        created: datetime,
+    ) -> None:
         self.object_id = object_id
         self.database = database
         self.schema = schema
@@ -117,9 +125,13 @@ class Table:
                 k = index.keyfn(row)
                 if k in umap:
                     raise SQLError(
-                        1505, f"The CREATE UNIQUE INDEX statement terminated because a duplicate key was found for "
-                        f"the object name '{self.qualified}' and the index name '{index.name}'. The duplicate key "
-                        f"value is ({self.key_text(index, row)}).", 16)
+                        1505,
+                        f"The CREATE UNIQUE INDEX statement terminated because a duplicate key was found for "
+                        f"the object name '{self.qualified}' and the index name '{index.name}'. "
+                        "The duplicate key "
+                        f"value is ({self.key_text(index, row)}).",
+                        16,
+                    )
                 umap[k] = rowid
             index.umap = umap
         if not index.primary_key:
@@ -169,11 +181,17 @@ class Table:
     def duplicate_error(self, index: Index, row: list[Any]) -> SQLError:
         if index.primary_key or index.unique_constraint:
             return SQLError(
-                2627, f"Violation of {index.kind} constraint '{index.name}'. Cannot insert duplicate key in object "
-                f"'{self.qualified}'. The duplicate key value is ({self.key_text(index, row)}).", 14)
+                2627,
+                f"Violation of {index.kind} constraint '{index.name}'. Cannot insert duplicate key in object "
+                f"'{self.qualified}'. The duplicate key value is ({self.key_text(index, row)}).",
+                14,
+            )
         return SQLError(
-            2601, f"Cannot insert duplicate key row in object '{self.qualified}' with unique index '{index.name}'. "
-            f"The duplicate key value is ({self.key_text(index, row)}).", 14)
+            2601,
+            f"Cannot insert duplicate key row in object '{self.qualified}' with unique index '{index.name}'. "
+            f"The duplicate key value is ({self.key_text(index, row)}).",
+            14,
+        )
 
     # ------------------------------------------------------------------ row operations (no undo here)
 
@@ -226,8 +244,10 @@ class Table:
         old_rows = [self.rows[rowid] for rowid, _ in changes]
         touched = []
         for ix in self.indexes:
-            same = all(ix.keyfn(o) == ix.keyfn(n) and ix.sortfn(o) == ix.sortfn(n)
-                       for o, (_, n) in zip(old_rows, changes))
+            same = all(
+                ix.keyfn(o) == ix.keyfn(n) and ix.sortfn(o) == ix.sortfn(n)
+                for o, (_, n) in zip(old_rows, changes)
+            )
             if not same:
                 touched.append(ix)
         for ix in touched:
@@ -249,7 +269,7 @@ class Table:
                             if prev is ix:
                                 break
                             if prev.unique:
-                                for rid, nn in changes:
+                                for _rid, nn in changes:
                                     prev.umap.pop(prev.keyfn(nn), None)
                                 for (rid, _), o in zip(changes, old_rows):
                                     prev.umap[prev.keyfn(o)] = rid
@@ -286,13 +306,19 @@ class Table:
         if low is None:
             start = bisect.bisect_left(lst, ((1,),))
         else:
-            start = bisect.bisect_left(lst, (sort_key(low),)) if low_incl \
+            start = (
+                bisect.bisect_left(lst, (sort_key(low),))
+                if low_incl
                 else bisect.bisect_right(lst, (sort_key(low), float("inf")))
+            )
         if high is None:
             stop = len(lst)
         else:
-            stop = bisect.bisect_right(lst, (sort_key(high), float("inf"))) if high_incl \
+            stop = (
+                bisect.bisect_right(lst, (sort_key(high), float("inf")))
+                if high_incl
                 else bisect.bisect_left(lst, (sort_key(high),))
+            )
         # snapshot: callers may modify the table while iterating
         return iter([rid for _, rid in lst[start:stop]])
 
@@ -302,7 +328,8 @@ def column_max_length(t: SqlT) -> int:
     if t.length == MAX:
         return -1
     return {"int": 4, "bigint": 8, "bit": 1, "float": 8, "datetime": 8, "datetime2": 8}.get(
-        t.kind, t.length * 2 if t.kind == "nvarchar" else t.length)
+        t.kind, t.length * 2 if t.kind == "nvarchar" else t.length
+    )
 
 
 class Database:

@@ -12,15 +12,23 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Optional
 
-from ..results import MAX, SqlType, SQLError
+from ..results import MAX, SQLError, SqlType
 
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 
 # SQL Server data type precedence (higher wins an implicit conversion).
 PRECEDENCE = {
-    "datetime2": 10, "datetime": 9, "float": 8, "bigint": 6, "int": 5, "bit": 4,
-    "nvarchar": 3, "varchar": 2, "varbinary": 1, "null": 0,
+    "datetime2": 10,
+    "datetime": 9,
+    "float": 8,
+    "bigint": 6,
+    "int": 5,
+    "bit": 4,
+    "nvarchar": 3,
+    "varchar": 2,
+    "varbinary": 1,
+    "null": 0,
 }
 STRING_KINDS = frozenset({"nvarchar", "varchar"})
 NUMERIC_KINDS = frozenset({"int", "bigint", "bit", "float"})
@@ -74,15 +82,49 @@ def type_name_for_message(t: SqlT) -> str:
 # --------------------------------------------------------------------------- type names
 
 _SIMPLE_TYPES = {
-    "INT": T_INT, "INTEGER": T_INT, "BIGINT": T_BIGINT, "BIT": T_BIT, "FLOAT": T_FLOAT, "REAL": T_FLOAT,
-    "DATETIME": T_DATETIME, "DATETIME2": T_DATETIME2, "SYSNAME": T_SYSNAME,
+    "INT": T_INT,
+    "INTEGER": T_INT,
+    "BIGINT": T_BIGINT,
+    "BIT": T_BIT,
+    "FLOAT": T_FLOAT,
+    "REAL": T_FLOAT,
+    "DATETIME": T_DATETIME,
+    "DATETIME2": T_DATETIME2,
+    "SYSNAME": T_SYSNAME,
 }
-_SIZED_TYPES = {"NVARCHAR": ("nvarchar", 4000), "VARCHAR": ("varchar", 8000), "VARBINARY": ("varbinary", 8000)}
-KNOWN_UNSUPPORTED_TYPES = frozenset({
-    "SMALLINT", "TINYINT", "DECIMAL", "NUMERIC", "MONEY", "SMALLMONEY", "CHAR", "NCHAR", "BINARY", "TEXT",
-    "NTEXT", "IMAGE", "DATE", "TIME", "DATETIMEOFFSET", "SMALLDATETIME", "UNIQUEIDENTIFIER", "XML",
-    "SQL_VARIANT", "TIMESTAMP", "ROWVERSION", "GEOGRAPHY", "GEOMETRY", "HIERARCHYID",
-})
+_SIZED_TYPES = {
+    "NVARCHAR": ("nvarchar", 4000),
+    "VARCHAR": ("varchar", 8000),
+    "VARBINARY": ("varbinary", 8000),
+}
+KNOWN_UNSUPPORTED_TYPES = frozenset(
+    {
+        "SMALLINT",
+        "TINYINT",
+        "DECIMAL",
+        "NUMERIC",
+        "MONEY",
+        "SMALLMONEY",
+        "CHAR",
+        "NCHAR",
+        "BINARY",
+        "TEXT",
+        "NTEXT",
+        "IMAGE",
+        "DATE",
+        "TIME",
+        "DATETIMEOFFSET",
+        "SMALLDATETIME",
+        "UNIQUEIDENTIFIER",
+        "XML",
+        "SQL_VARIANT",
+        "TIMESTAMP",
+        "ROWVERSION",
+        "GEOGRAPHY",
+        "GEOMETRY",
+        "HIERARCHYID",
+    }
+)
 
 
 def is_type_name(upper: str) -> bool:
@@ -99,6 +141,7 @@ def simple_type(upper: str) -> Optional[SqlT]:
 
 # --------------------------------------------------------------------------- collation
 
+
 def ci_key(s: str) -> str:
     """Key for SQL_Latin1_General_CP1_CI_AS equality (approximation): case-insensitive, no trailing spaces."""
     return s.rstrip(" ").casefold()
@@ -109,15 +152,26 @@ def bin_key(s: str) -> str:
     return s.rstrip(" ")
 
 
-BINARY_COLLATIONS = frozenset({
-    "LATIN1_GENERAL_BIN2", "LATIN1_GENERAL_100_BIN2", "LATIN1_GENERAL_BIN", "LATIN1_GENERAL_100_BIN",
-    "SQL_LATIN1_GENERAL_CP1_CS_AS", "LATIN1_GENERAL_CS_AS", "LATIN1_GENERAL_100_CS_AS",
-    "LATIN1_GENERAL_100_BIN2_UTF8",
-})
-CI_COLLATIONS = frozenset({
-    "SQL_LATIN1_GENERAL_CP1_CI_AS", "LATIN1_GENERAL_CI_AS", "LATIN1_GENERAL_100_CI_AS",
-    "DATABASE_DEFAULT",
-})
+BINARY_COLLATIONS = frozenset(
+    {
+        "LATIN1_GENERAL_BIN2",
+        "LATIN1_GENERAL_100_BIN2",
+        "LATIN1_GENERAL_BIN",
+        "LATIN1_GENERAL_100_BIN",
+        "SQL_LATIN1_GENERAL_CP1_CS_AS",
+        "LATIN1_GENERAL_CS_AS",
+        "LATIN1_GENERAL_100_CS_AS",
+        "LATIN1_GENERAL_100_BIN2_UTF8",
+    }
+)
+CI_COLLATIONS = frozenset(
+    {
+        "SQL_LATIN1_GENERAL_CP1_CI_AS",
+        "LATIN1_GENERAL_CI_AS",
+        "LATIN1_GENERAL_100_CI_AS",
+        "DATABASE_DEFAULT",
+    }
+)
 
 
 def value_key(v: Any, binary: bool = False) -> Any:
@@ -189,7 +243,7 @@ def parse_datetime_string(s: str, kind: str, source_kind: str) -> datetime:
                 raise _conv_datetime_failed(kind)
             us = int(frac) * 1000
         else:
-            us = int(round(int(frac.ljust(7, "0")) / 10))
+            us = round(int(frac.ljust(7, "0")) / 10)
     if hh > 23 or mi > 59 or ss > 59:
         raise _conv_datetime_failed(kind)
     try:
@@ -211,7 +265,8 @@ def _conv_datetime_failed(kind: str) -> SQLError:
 def _out_of_range(source_kind: str, kind: str) -> SQLError:
     return SQLError(
         242,
-        f"The conversion of a {source_kind} data type to a {kind} data type resulted in an out-of-range value.",
+        f"The conversion of a {source_kind} data type to a {kind} data type resulted in an "
+        "out-of-range value.",
         16,
     )
 
@@ -238,6 +293,7 @@ _EPOCH_1900 = datetime(1900, 1, 1)
 
 # --------------------------------------------------------------------------- conversion
 
+
 def overflow(kind: str) -> SQLError:
     return SQLError(8115, f"Arithmetic overflow error converting expression to data type {kind}.", 16)
 
@@ -252,11 +308,26 @@ def implicit_not_allowed(src: SqlT, dst: SqlT) -> SQLError:
 
 
 _IMPLICIT_FORBIDDEN = {
-    ("datetime", "int"), ("datetime", "bigint"), ("datetime", "bit"), ("datetime", "float"),
-    ("datetime2", "int"), ("datetime2", "bigint"), ("datetime2", "bit"), ("datetime2", "float"),
-    ("nvarchar", "varbinary"), ("varchar", "varbinary"), ("datetime", "varbinary"), ("datetime2", "varbinary"),
-    ("float", "varbinary"), ("varbinary", "datetime"), ("varbinary", "datetime2"), ("varbinary", "float"),
-    ("int", "datetime2"), ("bigint", "datetime2"), ("float", "datetime2"), ("bit", "datetime2"),
+    ("datetime", "int"),
+    ("datetime", "bigint"),
+    ("datetime", "bit"),
+    ("datetime", "float"),
+    ("datetime2", "int"),
+    ("datetime2", "bigint"),
+    ("datetime2", "bit"),
+    ("datetime2", "float"),
+    ("nvarchar", "varbinary"),
+    ("varchar", "varbinary"),
+    ("datetime", "varbinary"),
+    ("datetime2", "varbinary"),
+    ("float", "varbinary"),
+    ("varbinary", "datetime"),
+    ("varbinary", "datetime2"),
+    ("varbinary", "float"),
+    ("int", "datetime2"),
+    ("bigint", "datetime2"),
+    ("float", "datetime2"),
+    ("bit", "datetime2"),
     ("bit", "datetime"),
 }
 
@@ -305,12 +376,13 @@ def convert(value: Any, src: SqlT, dst: SqlT) -> Any:
             raise SQLError(
                 248 if k == "int" else 8115,
                 f"The conversion of the {src.kind} value '{value}' overflowed an {k} column."
-                if k == "int" else f"Arithmetic overflow error converting expression to data type {k}.",
+                if k == "int"
+                else f"Arithmetic overflow error converting expression to data type {k}.",
                 16,
             )
         if isinstance(value, datetime):
             days = (value - _EPOCH_1900).total_seconds() / 86400
-            return int(math.floor(days + 0.5))
+            return math.floor(days + 0.5)
         if isinstance(value, bytes):
             n = 4 if k == "int" else 8
             b = value[-n:].rjust(n, b"\x00")
@@ -360,7 +432,11 @@ def convert(value: Any, src: SqlT, dst: SqlT) -> Any:
         elif isinstance(value, float):
             s = _format_float(value)
         elif isinstance(value, datetime):
-            s = format_datetime_default(value) if src.kind == "datetime" else format_datetime_iso(value, src.kind)
+            s = (
+                format_datetime_default(value)
+                if src.kind == "datetime"
+                else format_datetime_iso(value, src.kind)
+            )
         elif isinstance(value, bytes):
             if k == "nvarchar":
                 b = value if len(value) % 2 == 0 else value + b"\x00"
@@ -378,13 +454,19 @@ def convert(value: Any, src: SqlT, dst: SqlT) -> Any:
         if isinstance(value, bytes):
             b = value
         elif isinstance(value, str):
-            b = value.encode("utf-16-le") if src.kind == "nvarchar" else value.encode("latin-1", errors="replace")
+            b = (
+                value.encode("utf-16-le")
+                if src.kind == "nvarchar"
+                else value.encode("latin-1", errors="replace")
+            )
         elif isinstance(value, bool):
             b = b"\x01" if value else b"\x00"
         elif isinstance(value, int):
             b = value.to_bytes(8 if src.kind == "bigint" else 4, "big", signed=True)
         else:
-            raise SQLError(529, f"Explicit conversion from data type {src.kind} to varbinary is not allowed.", 16)
+            raise SQLError(
+                529, f"Explicit conversion from data type {src.kind} to varbinary is not allowed.", 16
+            )
         if dst.length not in (0, MAX) and len(b) > dst.length:
             b = b[: dst.length]
         return b
@@ -400,11 +482,12 @@ def convert(value: Any, src: SqlT, dst: SqlT) -> Any:
             return parse_datetime_string(value, k, src.kind)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             try:
-                r = _EPOCH_1900 + timedelta(days=float(value))
-                return round_datetime(r) if k == "datetime" else r
+                as_dt = _EPOCH_1900 + timedelta(days=float(value))
+                return round_datetime(as_dt) if k == "datetime" else as_dt
             except (OverflowError, ValueError):
-                raise SQLError(8115, "Arithmetic overflow error converting expression to data type datetime.",
-                               16) from None
+                raise SQLError(
+                    8115, "Arithmetic overflow error converting expression to data type datetime.", 16
+                ) from None
         raise SQLError(529, f"Explicit conversion from data type {src.kind} to {k} is not allowed.", 16)
     raise SQLError(529, f"Explicit conversion from data type {src.kind} to {dst} is not allowed.", 16)
 
