@@ -21,6 +21,7 @@ import traceback
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Optional, TextIO
+from urllib.parse import unquote
 
 from beaker_mssql import __version__
 from beaker_mssql.config import ConfigurationError, Settings, TableName, parse_settings, parse_table_name
@@ -176,11 +177,7 @@ class Context:
             if ":" in userinfo:
                 raw = userinfo.split(":", 1)[1]
                 if raw:
-                    self.secrets.append(raw)
-                    from urllib.parse import unquote
-
-                    if unquote(raw) != raw:
-                        self.secrets.append(unquote(raw))
+                    self.secrets.extend({raw, unquote(raw)})
 
     @property
     def settings(self) -> Settings:
@@ -463,9 +460,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("beaker-mssql: interrupted", file=sys.stderr)
         return 130
-    except BaseException as exc:
-        if isinstance(exc, SystemExit):
-            raise
+    except Exception as exc:
         if ctx is not None:
             secrets.extend(ctx.secrets)
         return _report(exc, verbose, ctx, secrets)
@@ -477,7 +472,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 logger.debug("closing the store failed: %s", exc)
 
 
-def _report(exc: BaseException, verbose: bool, ctx: Optional[Context], secrets: list[str]) -> int:
+def _report(exc: Exception, verbose: bool, ctx: Optional[Context], secrets: list[str]) -> int:
     """One line on stderr (a scrubbed traceback with --verbose) and the exit code for ``exc``."""
 
     def scrub(text: str) -> str:

@@ -23,15 +23,19 @@ import atexit
 import hashlib
 import math
 import re
+import sys
 import threading
 from collections.abc import Hashable, Mapping
+from types import FrameType
 from typing import Any, Optional
 
 from beaker.container import NamespaceManager
+from beaker.session import Session
 from beaker.synchronization import SynchronizerImpl
 
 from beaker_mssql.config import Settings, parse_settings
-from beaker_mssql.errors import LockNotGrantedError
+from beaker_mssql.errors import CorruptSessionError, InvalidSessionId, LockNotGrantedError, MSSQLStoreError
+from beaker_mssql.events import logger
 from beaker_mssql.payload import decode_session, encode_session
 from beaker_mssql.pool import ConnectionPool
 from beaker_mssql.sql import NO_EXPIRY_SECONDS
@@ -133,6 +137,33 @@ def decode_part(text: str) -> str:
     return text
 
 
+def _fail_loudly_in_beaker_session() -> None:
+    """Keep Beaker from turning a database outage into a logout.
+
+    Beaker's ``invalidate_corrupt`` (on by default in SessionMiddleware) treats *any* exception from
+    ``Session.load`` as corrupt data: it makes a new session id and loads again. If the database
+    answers that second load, the user silently gets a fresh empty session and a new cookie although
+    nothing was corrupt. So when loading failed for a database reason, switch ``invalidate_corrupt``
+    off on the one ``Session`` object doing the load (found on the call stack): the error then fails
+    this request instead, and the session is still there on the next one. Corrupt rows keep
+    Beaker's behaviour.
+    """
+    frame: Optional[FrameType] = sys._getframe(2)
+    for _ in range(8):
+        if frame is None:
+            return
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, Session):
+            if getattr(candidate, "invalidate_corrupt", False):
+                candidate.invalidate_corrupt = False
+                logger.warning(
+                    "beaker_mssql: loading a session failed with a database error; failing the request "
+                    "instead of letting invalidate_corrupt replace the session"
+                )
+            return
+        frame = frame.f_back
+
+
 class MSSQLNamespaceManager(NamespaceManager):  # type: ignore[misc]
     """Beaker ``NamespaceManager`` over :class:`~beaker_mssql.store.MSSQLStore`."""
 
@@ -181,7 +212,14 @@ class MSSQLNamespaceManager(NamespaceManager):  # type: ignore[misc]
         return self.store.get(sid)
 
     def __getitem__(self, key: object) -> Any:
-        text = self._fetch(key)
+        try:
+            text = self._fetch(key)
+        except (CorruptSessionError, InvalidSessionId):
+            raise
+        except MSSQLStoreError:
+            if self._is_session(key):
+                _fail_loudly_in_beaker_session()
+            raise
         if text is None:
             raise KeyError(key)
         return self._decode(key, text)

@@ -4,8 +4,10 @@ Why not a connection per request: a SQL Server login costs several round trips (
 login7, environment changes), more than the session read itself. Why not SQLAlchemy: one dependency
 for one table of three columns.
 
-* ``pool_size`` connections are kept; up to ``pool_max_overflow`` more are opened under load and
-  closed when returned. A caller finding all ``size + overflow`` in use waits up to
+* ``pool_size`` connections are kept; up to ``pool_max_overflow`` more are opened under load.
+  Those surplus connections are closed once they sat idle for ``surplus_idle`` seconds (10 by
+  default), so sustained load reuses them instead of paying a login per request, and a quiet
+  period shrinks the pool back. A caller finding all ``size + overflow`` in use waits up to
   ``pool_timeout`` seconds, then gets :class:`~beaker_mssql.errors.PoolTimeoutError`.
 * Idle connections are reused last-in-first-out, so a quiet period lets the surplus age out.
 * A connection older than ``pool_recycle`` seconds is closed at checkout (servers and load
@@ -37,6 +39,7 @@ BROKEN_NUMBERS = frozenset({20002, 20003, 20004, 20006, 20009, 20017, 20019, 200
 BROKEN_MESSAGES = (
     "dbprocess is dead",
     "adaptive server connection failed",
+    "tds server connection failed",
     "write to the server failed",
     "read from the server failed",
     "not connected",
@@ -88,15 +91,18 @@ def is_broken(exc: BaseException) -> bool:
 class PooledConnection:
     """A pymssql connection and its birth time (for ``pool_recycle``)."""
 
-    __slots__ = ("connection", "created")
+    __slots__ = ("connection", "created", "idle_since")
 
     def __init__(self, connection: Any, created: float) -> None:
         self.connection = connection
         self.created = created
+        self.idle_since = created
 
 
 class ConnectionPool:
     """Thread-safe LIFO pool with overflow, recycling and a checkout timeout."""
+
+    surplus_idle = 10.0  # seconds an idle connection beyond pool_size is kept
 
     def __init__(
         self,
@@ -119,6 +125,7 @@ class ConnectionPool:
         self._idle: list[PooledConnection] = []
         self._total = 0  # open connections + logins in progress
         self._checked_out = 0
+        self._waiting = 0  # threads blocked in acquire()
         self._closed = False
         self._stats = {"connects": 0, "discarded": 0, "recycled": 0, "waits": 0, "wait_time": 0.0,
                        "checkouts": 0, "timeouts": 0}
@@ -165,7 +172,11 @@ class ConnectionPool:
                             f"(pool_size={self.size}, pool_max_overflow={self.max_overflow}, "
                             f"server {self.settings.describe()}); raise pool_size or pool_timeout"
                         )
-                    self._cond.wait(remaining)
+                    self._waiting += 1
+                    try:
+                        self._cond.wait(remaining)
+                    finally:
+                        self._waiting -= 1
                     continue
             if stale is not None:
                 _close_quietly(stale.connection)
@@ -199,19 +210,32 @@ class ConnectionPool:
     def release(self, item: PooledConnection, broken: bool = False) -> None:
         """Return a connection; a broken one (or any, once the pool is closed) is closed instead."""
         close = broken
+        now = time.monotonic()
+        surplus: list[PooledConnection] = []
         with self._cond:
             self._checked_out -= 1
             if broken:
                 self._stats["discarded"] += 1
-            if not close and (self._closed or self._total > self.size):
-                close = True  # overflow connections do not stay
+            close = close or self._closed
             if close:
                 self._total -= 1
             else:
+                item.idle_since = now
                 self._idle.append(item)
+            # LIFO: the longest-idle connections are at the bottom of the stack.
+            while (
+                self._total > self.size
+                and self._idle
+                and not self._waiting
+                and now - self._idle[0].idle_since > self.surplus_idle
+            ):
+                surplus.append(self._idle.pop(0))
+                self._total -= 1
             self._cond.notify()
         if close:
             _close_quietly(item.connection)
+        for extra in surplus:
+            _close_quietly(extra.connection)
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[Any]:

@@ -413,7 +413,7 @@ class MSSQLStore:
         try:
             return self.pool.acquire()
         except pymssql.Error as exc:
-            raise self._translate(exc, method) from exc
+            raise self._translate(exc, method, login=True) from exc
 
     def _prepare(self) -> None:
         """First-use work: CREATE TABLE (if asked, once per process) and starting the sweeper."""
@@ -448,7 +448,8 @@ class MSSQLStore:
                     with contextlib.suppress(Exception):
                         cursor.close()
             except pymssql.Error as exc:
-                broken = is_broken(exc) or item is None
+                login_failed = item is None
+                broken = is_broken(exc) or login_failed
                 if item is not None:
                     if pinned is not None:
                         if broken:
@@ -460,7 +461,10 @@ class MSSQLStore:
                     else:
                         self.pool.release(item, broken=broken)
                 number = error_number(exc)
-                retryable = (broken and number not in _LOGIN_FAILED) or number in RETRYABLE_NUMBERS
+                # A failed login is never retried: pymssql may report a stale error number for it
+                # (it keeps the most severe login error of the process), and retrying a wrong
+                # password only feeds account-lockout policies.
+                retryable = not login_failed and (broken or number in RETRYABLE_NUMBERS)
                 self.events.emit("error", exc, method)
                 if idempotent and retryable and pinned is None and attempt < self.settings.retries:
                     attempt += 1
@@ -470,7 +474,7 @@ class MSSQLStore:
                         attempt, self.settings.retries,
                     )
                     continue
-                error = self._translate(exc, method)
+                error = self._translate(exc, method, login=login_failed)
                 self.events.emit("session_error", error, method)
                 raise error from exc
             except BaseException as exc:
@@ -484,7 +488,7 @@ class MSSQLStore:
                     self.pool.release(item)
                 return result
 
-    def _translate(self, exc: BaseException, method: str) -> MSSQLStoreError:
+    def _translate(self, exc: BaseException, method: str, login: bool = False) -> MSSQLStoreError:
         """A pymssql exception -> our error with a message that says what happened (no password)."""
         number = error_number(exc)
         message = error_message(exc)
@@ -494,13 +498,13 @@ class MSSQLStore:
         message = " ".join(message.split())
         where = self.settings.connection.describe()
         table = self.settings.table.quoted
-        if number == 208:
+        if number == 208 and not login:
             return TableMissingError(
                 f"table {table} does not exist in {where} (SQL Server error 208). Create it with "
                 f"`beaker-mssql create-table --url mssql://...` (with --table {table}), set the option "
                 "create_table = true, or run sql/create_sessions.sql."
             )
-        if is_broken(exc) or number in _LOGIN_FAILED or isinstance(exc, pymssql.InterfaceError):
+        if login or is_broken(exc) or number in _LOGIN_FAILED or isinstance(exc, pymssql.InterfaceError):
             return ConnectionFailedError(
                 f"{method}: connection to {where} failed (error {number}): {message}", number, method
             )

@@ -84,7 +84,7 @@ def run() -> Section:
         # Reader latency without a sweep, for reference.
         thread = threading.Thread(target=read_loop, daemon=True)
         thread.start()
-        time.sleep(1.0)
+        time.sleep(0.5)
         stop.set()
         thread.join()
         idle = [d for _, d in gets]
@@ -115,6 +115,10 @@ def run() -> Section:
     during = [d for t0, d in gets if began <= t0 <= ended]
     mean_batch = statistics.mean(durations)
     longest_get = max(during) if during else float("nan")
+    # How many batch ends fell inside one get(): 0 or 1 means the reader waited for at most the batch
+    # that was running when it arrived; more means later batches overtook it.
+    crossed = [sum(1 for m in marks[1:] if t0 <= m <= t0 + d) for t0, d in gets if began <= t0 <= ended]
+    max_crossed = max(crossed) if crossed else 0
     figures: dict[str, Any] = {
         "load_s": load_s,
         "deleted": deleted,
@@ -132,10 +136,19 @@ def run() -> Section:
         "idle_get_mean_ms": statistics.mean(idle) * 1e3 if idle else float("nan"),
         "idle_get_max_ms": max(idle) * 1e3 if idle else float("nan"),
         "misses": misses[0],
+        "max_batches_overlapped_by_one_get": max_crossed,
         "live_after": live_after,
         "rows_left": left,
     }
     holds = longest_get < mean_batch
+    first = statistics.mean(durations[:10])
+    last = statistics.mean(durations[-11:-1]) if len(durations) > 11 else first
+    growth = (
+        f"Batch time falls as the table empties (first 10 batches {first * 1e3:.1f} ms on average, last 10 "
+        f"{last * 1e3:.1f} ms): the stand-in's DELETE TOP costs more the more expired rows remain.\n"
+        if first > 2 * last
+        else ""
+    )
     body = (
         f"{EXPIRED:,} expired + {LIVE:,} live rows (100-character payloads), loaded in "
         f"{load_s:.1f} s with 1,000-row INSERT VALUES batches through pymssql. "
@@ -148,15 +161,24 @@ def run() -> Section:
         f"| {stats['requests']:,} / {stats['statements']:,} |\n"
         f"| sweep time | {ended - began:.2f} s ({figures['rows_per_s']:,.0f} rows/s) |\n"
         f"| mean / longest batch | {figures['mean_batch_ms']:.1f} ms / {figures['max_batch_ms']:.1f} ms |\n"
+        f"| first 3 / last 3 batches | {', '.join(f'{d * 1e3:.0f}' for d in durations[:3])} ms / "
+        f"{', '.join(f'{d * 1e3:.0f}' for d in durations[-3:])} ms |\n"
         f"| reader get() calls during the sweep | {len(during):,} ({misses[0]} returned None) |\n"
         f"| reader get() mean / p99 / longest during the sweep | {figures['get_mean_ms']:.2f} ms / "
         f"{figures['get_p99_ms']:.2f} ms / {figures['get_max_ms']:.2f} ms |\n"
         f"| reader get() mean / longest with no sweep | {figures['idle_get_mean_ms']:.2f} ms / "
         f"{figures['idle_get_max_ms']:.2f} ms |\n"
+        f"| most batch ends inside a single get() | {max_crossed} |\n"
         f"| live rows after / rows left | {live_after:,} / {left:,} |\n\n"
-        f"Longest reader wait {'<' if holds else '>='} mean batch duration "
-        f"({figures['get_max_ms']:.2f} ms vs {figures['mean_batch_ms']:.1f} ms): "
-        + ("a reader never waited as long as one batch takes.\n" if holds else "a reader waited a batch.\n")
+        f"**Longest reader get() during the sweep vs mean batch: {figures['get_max_ms']:.1f} ms vs "
+        f"{figures['mean_batch_ms']:.1f} ms -- target (below one mean batch) "
+        f"{'met' if holds else 'NOT met'}.** Against the longest batch ({figures['max_batch_ms']:.1f} ms) "
+        f"the longest get() was {'shorter' if longest_get <= max(durations) else 'longer'}. "
+        "The stand-in runs one statement at a time (one engine-wide mutex), so a reader that arrives "
+        "while a DELETE batch runs waits for the rest of that batch, and a slow batch (a garbage-collector "
+        "pause in the stand-in process shows up as one) delays the reader by as much; on SQL Server the "
+        "reader's primary-key seek locks one live row that the batch (seeking the expires index, at most "
+        "1,000 row locks, below lock escalation) never touches.\n" + growth
     )
     return Section("Sweep of 100,000 expired rows", COMMAND, body, figures)
 

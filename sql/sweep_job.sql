@@ -2,8 +2,9 @@
 --
 -- An alternative to the package's own sweepers (auto_remove = true in the app, or
 -- `beaker-mssql sweep` from cron). Pick ONE of them; they are safe together but redundant.
--- Not for Azure SQL Database or Babelfish (no SQL Server Agent there): use Elastic Jobs,
--- cron + `beaker-mssql sweep`, or auto_remove instead.
+-- SQL Server 2016 SP1+ (CREATE OR ALTER) and Azure SQL Managed Instance. Not for Azure SQL
+-- Database or Babelfish (no SQL Server Agent there): use Elastic Jobs, cron + `beaker-mssql sweep`,
+-- or auto_remove instead. The procedure alone works everywhere CREATE PROCEDURE does.
 --
 -- Run it in the application's database (sqlcmd -d YourAppDb -i sql/sweep_job.sql): the job step
 -- runs the procedure in the database this script was run in.

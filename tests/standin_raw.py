@@ -12,6 +12,7 @@ from beaker_mssql.testing import tds
 
 class RawClient:
     def __init__(self, server: Any, database: str | None = None, password: str | None = None) -> None:
+        self.spid = 0  # from the server's packet headers, as SQL Server sends it
         self.sock = socket.create_connection((server.host, server.port), timeout=10)
         self.send(tds.PKT_PRELOGIN, tds.build_prelogin_request())
         self.read_message()
@@ -44,7 +45,9 @@ class RawClient:
     def read_message(self) -> bytes:
         parts = []
         while True:
-            ptype, status, length = tds.parse_header(self._recv(8))
+            header = self._recv(8)
+            ptype, status, length = tds.parse_header(header)
+            self.spid = tds.HEADER.unpack(header)[3]
             parts.append(self._recv(length - 8))
             if status & tds.STATUS_EOM:
                 return b"".join(parts)

@@ -284,6 +284,69 @@ def test_trailing_space_variant_cannot_address_another_row(store: MSSQLStore) ->
     assert store.get("abc") == "mine"
 
 
+HOSTILE_COOKIE_IDS = [
+    "O'Brien",
+    "100%",
+    "a_c",
+    "[x]",
+    "x" * 300,
+    "trailing ",
+    "ABCDEF0123456789ABCDEF0123456789",
+    "; DROP TABLE sessions; --",
+]
+
+
+def _request_with_cookie(app: Callable[..., Any], cookie_id: str) -> dict[str, Any]:
+    environ: dict[str, Any] = {}
+    setup_testing_defaults(environ)
+    environ["HTTP_COOKIE"] = "beaker.session.id=" + cookie_id.replace(";", "%3B")
+    statuses: list[str] = []
+    body = b"".join(app(environ, lambda status, headers, exc_info=None: statuses.append(status)))
+    assert statuses == ["200 OK"]
+    result: dict[str, Any] = json.loads(body)
+    return result
+
+
+@pytest.mark.parametrize("cookie_id", HOSTILE_COOKIE_IDS)
+def test_hostile_session_cookie_never_reaches_a_case_variant_session(
+    mssql_server: Any, mssql_table: str, cookie_id: str
+) -> None:
+    """A client may send any session id in its cookie. If another session's id differs from it only by
+    letter case, the request must neither see nor overwrite that session: it gets a fresh session, or a
+    clear error (SidCaseConflictError / InvalidSessionId) -- never the victim's data."""
+    victim = cookie_id.swapcase().strip()
+    if victim == cookie_id.strip() or len(victim) > 255:
+        pytest.skip("no case variant to attack")
+    victim_row = _beaker_blob({"user": "victim"}, "json")
+    _insert_raw(mssql_server, mssql_table, victim.replace("'", "''"), victim_row)
+    opts = {"type": "ext:mssql", "url": mssql_server.url, "table": mssql_table, "data_serializer": "json"}
+    app = SessionMiddleware(session_app, **opts)
+    try:
+        result = _request_with_cookie(app, cookie_id)
+    except (SidCaseConflictError, InvalidSessionId):
+        pass  # refused clearly
+    else:
+        assert result["user"] != "victim"
+    rows = mssql_server.execute(f"SELECT [sid], [session] FROM {mssql_table}")
+    assert (victim, victim_row) in [(str(a), str(b)) for a, b in rows] or any(
+        str(a) == victim and "victim" in str(b) for a, b in rows
+    ), "the victim's row was changed"
+
+
+@pytest.mark.parametrize("cookie_id", [c for c in HOSTILE_COOKIE_IDS if len(c) <= 255 and c == c.strip()])
+def test_odd_but_legal_cookie_id_finds_exactly_its_own_session(
+    mssql_server: Any, mssql_table: str, cookie_id: str
+) -> None:
+    if ";" in cookie_id or " " in cookie_id:
+        pytest.skip("not representable in a Cookie header as is")
+    _insert_raw(
+        mssql_server, mssql_table, cookie_id.replace("'", "''"), _beaker_blob({"user": "owner"}, "json")
+    )
+    opts = {"type": "ext:mssql", "url": mssql_server.url, "table": mssql_table, "data_serializer": "json"}
+    result = _request_with_cookie(SessionMiddleware(session_app, **opts), cookie_id)
+    assert result == {"id": cookie_id, "user": "owner", "is_new": False}
+
+
 # -- cache keys and namespaces (Beaker Cache over ext:mssql) -----------------------------------------
 def make_cache(server: Any, table: str, namespace: str, **options: Any) -> Cache:
     return Cache(namespace, type="ext:mssql", url=server.url, table=table, **options)

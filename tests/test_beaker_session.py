@@ -267,3 +267,16 @@ def test_ini_strings_and_create_table(mssql_server, mssql_url):
         close_all()
         quoted = f"[dbo].[{table}]"
         mssql_server.execute(f"IF OBJECT_ID(N'{quoted}', N'U') IS NOT NULL DROP TABLE {quoted};")
+
+
+def test_database_error_on_load_fails_request_not_session(standin, mssql_table):
+    """invalidate_corrupt (SessionMiddleware's default) must not turn an outage into a logout."""
+    from beaker_mssql import ConnectionFailedError
+
+    web = make_app(standin.url, mssql_table, retries=0, invalidate_corrupt=True)
+    sid = web.get("/set", "mine").json["id"]
+    standin.faults.drop_next_request()
+    with pytest.raises(ConnectionFailedError):
+        web.get("/")
+    reply = web.get("/").json
+    assert reply["id"] == sid and reply["value"] == "mine"

@@ -40,8 +40,8 @@ SET NOCOUNT OFF;"""
 @pytest.fixture
 def engine() -> Engine:
     clock = Clock()
-    clock.set(datetime(2024, 2, 29, 12, 0, 0))
     clock.freeze()
+    clock.set(datetime(2024, 2, 29, 12, 0, 0))
     return Engine(clock)
 
 
@@ -124,6 +124,9 @@ def test_missing_objects(s: EngineSession) -> None:
     assert (err.number, err.text) == (207, "Invalid column name 'nope'.")
     # 207 on an existing table is a compile error: nothing in the batch runs
     ev = s.execute(f"INSERT INTO {T} VALUES (N'a', N'y', GETUTCDATE()); SELECT nope FROM {T}")
+    assert one_error(ev).number == 207
+    assert rows(s.execute(f"SELECT COUNT(*) FROM {T}")) == [(0,)]
+    ev = s.execute(f"INSERT INTO {T} VALUES (N'a', N'y', GETUTCDATE()); IF 1 = 0 SELECT nope FROM {T}")
     assert one_error(ev).number == 207
     assert rows(s.execute(f"SELECT COUNT(*) FROM {T}")) == [(0,)]
     # 208 is raised at execution: earlier statements ran
@@ -443,6 +446,7 @@ def test_lock_timeout_and_readers_block(engine: Engine, s: EngineSession) -> Non
     err = one_error(b.execute(f"SET LOCK_TIMEOUT 0; SELECT [session] FROM {T} WHERE [sid] = N'k'"))
     assert (err.number, err.text) == (1222, "Lock request time out period exceeded.")
     assert rows(b.execute(f"SELECT [session] FROM {T} WITH (NOLOCK) WHERE [sid] = N'k'")) == [("w",)]
+    assert one_error(b.execute(f"SET LOCK_TIMEOUT -1; SELECT * FROM {T} WITH (NOWAIT)")).number == 1222
     assert rows(b.execute(f"SELECT [session] FROM {T} WITH (READPAST)")) == []
     result: list = []
     t = threading.Thread(
@@ -530,3 +534,14 @@ def test_clock_functions(engine: Engine) -> None:
     assert r[1] == datetime(2024, 2, 29, 14, 0, 0)
     assert r[2] == 2
     assert r[3] == datetime(2024, 2, 29, 12, 0, 0, 7000)
+
+
+def test_connect_unknown_database(engine: Engine) -> None:
+    from beaker_mssql.testing.results import SQLError
+
+    with pytest.raises(SQLError) as info:
+        engine.connect("nope")
+    assert (info.value.number, info.value.severity) == (4060, 11)
+    assert info.value.message == 'Cannot open database "nope" requested by the login. The login failed.'
+    assert engine.connect("MASTER").database == "master"
+    assert [engine.connect().session_id for _ in range(2)] == [52, 53]

@@ -263,3 +263,20 @@ def test_include_ignores_other_session_types():
         {"session.type": "ext:mssql", "session.url": "mssql://sa:pw@h/db", "session.ttl": "90"}
     )
     assert session is not None and session.ttl == 90 and caches == {}
+
+
+def test_development_ini_loads_through_pastedeploy_like_pserve(tmp_path, mssql_url, mssql_table, cache_table):
+    """`pserve development.ini` builds the app through PasteDeploy (`use = call:pyramid_app:main`)."""
+    from pyramid.paster import get_app
+
+    text = (Path(pyramid_app.DEFAULT_INI)).read_text(encoding="utf-8")
+    dev_url = "mssql://sa:Dev-Only-Passw0rd@127.0.0.1:14330/test"
+    assert text.count(dev_url) == 2
+    text = text.replace(dev_url, mssql_url.replace("%", "%%"))
+    text = text.replace("session.table = [dbo].[sessions]", f"session.table = {mssql_table}")
+    text = text.replace("short_term.table = [dbo].[beaker_cache]", f"short_term.table = {cache_table}")
+    ini = tmp_path / "development.ini"
+    ini.write_text(text, encoding="utf-8")
+    app = TestApp(get_app(str(ini), "main"))
+    assert visits(app.get("/")) == 1
+    assert visits(app.get("/")) == 2

@@ -10,6 +10,9 @@ with login/query timeouts of one or two seconds so that a hang would show up as 
 from __future__ import annotations
 
 import logging
+import socket
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -178,6 +181,40 @@ def test_database_down_at_startup_fails_clearly_then_recovers_without_restart(
         assert stored(server, table, sid_of(client)) is not None
 
 
+def test_server_that_accepts_but_never_answers_hits_the_login_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A black hole: the TCP handshake completes (the kernel's backlog) but nothing ever answers the login.
+    login_timeout (1 s) must end each attempt; a watchdog thread only detects a hang, it measures nothing."""
+    caplog.set_level(logging.DEBUG, logger="beaker_mssql")
+    hole = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(16)
+    port = hole.getsockname()[1]
+    password = "Hole-" + uuid.uuid4().hex
+    outcome: list[BaseException] = []
+    try:
+        with MSSQLStore(
+            url=f"mssql://sa:{password}@127.0.0.1:{port}/test", login_timeout=1, retries=0
+        ) as store:
+
+            def call() -> None:
+                try:
+                    store.get("abc")
+                except BaseException as exc:
+                    outcome.append(exc)
+
+            worker = threading.Thread(target=call, daemon=True)
+            worker.start()
+            worker.join(60)
+            assert not worker.is_alive(), "store.get() hung although login_timeout is 1 s"
+    finally:
+        hole.close()
+    assert outcome and isinstance(outcome[0], ConnectionFailedError), outcome
+    assert str(port) in str(outcome[0])
+    assert_no_password(password, str(outcome[0]), repr(outcome[0]), caplog.text)
+
+
 def test_session_survives_server_restart_between_requests(standin: SQLServerStandIn) -> None:
     """Pooled connections all die when the server restarts between two requests; the next request
     replaces them (one new login) and finds the session."""
@@ -267,6 +304,40 @@ def test_dropped_connection_on_store_load_and_save(standin: SQLServerStandIn, ms
         assert standin.execute(f"SELECT COUNT(*) FROM {mssql_table}") == [(1,)]
 
 
+def test_connection_killed_while_a_save_is_in_flight(standin: SQLServerStandIn, mssql_table: str) -> None:
+    """The server goes away while the upsert is on the wire (delayed by the latency fault) and comes back
+    at once. Whatever the timing, the outcome is consistent: either the save succeeded (retried on a new
+    connection) and the new value is stored, or it raised and the old value is intact -- never a half
+    write, never a duplicate row, never silence."""
+    with MSSQLStore(url=standin.url, table=mssql_table, retries=1, query_timeout=10) as store:
+        store.set("inflight", "v1")
+        outcome: list[object] = []
+
+        def save() -> None:
+            try:
+                store.set("inflight", "v2")
+                outcome.append("ok")
+            except BaseException as exc:
+                outcome.append(exc)
+
+        standin.faults.latency(0.5)
+        worker = threading.Thread(target=save, daemon=True)
+        worker.start()
+        threading.Event().wait(0.2)  # let the request reach the server (either order is a valid test)
+        standin.stop()
+        standin.faults.latency(0)
+        standin.start()
+        worker.join(60)
+        assert not worker.is_alive()
+        assert len(outcome) == 1
+        if outcome[0] == "ok":
+            assert store.get("inflight") == "v2"
+        else:
+            assert isinstance(outcome[0], MSSQLStoreError), outcome
+            assert store.get("inflight") == "v1"
+        assert standin.execute(f"SELECT COUNT(*) FROM {mssql_table}") == [(1,)]
+
+
 def test_save_that_cannot_complete_fails_loudly(standin: SQLServerStandIn, mssql_table: str) -> None:
     """Dropped more often than retries allow: the request raises; the old value is still stored."""
     session_errors = Recorder()
@@ -291,6 +362,28 @@ def test_store_save_with_no_retries_fails_on_first_drop(standin: SQLServerStandI
         with pytest.raises(ConnectionFailedError):
             store.set("s1", "v2")
         assert store.get("s1") == "v1"
+
+
+def test_transient_load_failure_never_silently_replaces_the_session(
+    standin: SQLServerStandIn, mssql_table: str
+) -> None:
+    """SessionMiddleware defaults to invalidate_corrupt=True, and Beaker treats *any* exception from a load
+    as corruption: it makes a new session id and loads again. If the database answers that second load,
+    the user is silently logged out (a fresh empty session, a new cookie) although nothing was corrupt.
+    A load that failed for a database reason must fail the request (or succeed with the real data)."""
+    client = Client(middleware(standin.url, mssql_table, retries=1))
+    assert client.get("/write?v=mine") == "ok"
+    sid = sid_of(client)
+    standin.faults.drop_next_request(2)  # the load and its retry fail; Beaker's invalidate path loads again
+    try:
+        body: Optional[str] = client.get("/read")
+    except MSSQLStoreError:
+        body = None  # failing loudly is the right outcome
+    if body is not None:
+        assert (body, sid_of(client)) == ("'mine'", sid), "a database hiccup replaced the user's session"
+    standin.faults.clear()
+    assert client.get("/read") == "'mine'"
+    assert sid_of(client) == sid
 
 
 # -- deadlock victim / lock timeout -----------------------------------------------------------------
@@ -383,6 +476,53 @@ def test_wrong_password_one_clear_error_without_the_password(
         if mssql_server.is_standin:
             # Not retried: a wrong password stays wrong (and retrying can lock the account).
             assert mssql_server.stats()["login_failures"] == 1
+
+
+_FAILOVER_CHILD = """
+import sys
+from beaker_mssql.store import MSSQLStore
+good, wrong, table = sys.argv[1:4]
+with MSSQLStore(url=good, table=table, login_timeout=2, retries=0) as store:
+    try:
+        store.get("abc")  # refused with 40613: from now on pymssql reports 40613 for any failed login
+    except Exception as exc:
+        print("first:", type(exc).__name__)
+    print("second:", store.get("abc"))  # the server is fine again
+with MSSQLStore(url=wrong, table=table, login_timeout=2, retries=2) as store:
+    try:
+        store.get("abc")
+    except Exception as exc:
+        print("wrong:", type(exc).__name__, exc)
+"""
+
+
+def test_wrong_password_not_retried_even_after_a_failover_error(
+    standin: SQLServerStandIn, mssql_table: str
+) -> None:
+    """pymssql 2.4 keeps the most severe login error number of the process: once any login failed with
+    40613 ("database not currently available", severity 17, as during an Azure failover), every later
+    login failure -- a wrong password, a missing database -- is reported as 40613 too, even after
+    successful logins in between. The store must not trust that number to decide on retries: a wrong
+    password retried `retries` times means more failed logins (and account lockout policies count them).
+
+    Runs the client in a child process, because the poisoned pymssql state would outlive this test."""
+    wrong = "Wr0ng-" + uuid.uuid4().hex
+    standin.faults.refuse_logins(1, number=40613)
+    proc = subprocess.run(
+        [sys.executable, "-c", _FAILOVER_CHILD, standin.url, _url(standin, password=wrong), mssql_table],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    assert "second: None" in output, output
+    assert_no_password(wrong, output)
+    assert_no_password(standin.password, output)
+    # One refused login for the failover, then exactly one for the wrong password.
+    assert standin.stats()["login_failures"] == 2, f"a wrong password was retried: {output}"
+    assert "wrong: ConnectionFailedError" in output, output
 
 
 def test_refused_login_never_shows_the_real_password(

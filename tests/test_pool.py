@@ -60,18 +60,21 @@ def test_lifo_reuse():
     assert pool.acquire().connection is b.connection  # most recently returned first
 
 
-def test_overflow_closed_on_return_and_timeout():
+def test_overflow_timeout_and_surplus_closed_when_idle():
     c = Connector()
     pool = make_pool(c, size=1, max_overflow=1, timeout=0.2)
+    pool.surplus_idle = 0.05
     a, b = pool.acquire(), pool.acquire()
     with pytest.raises(PoolTimeoutError, match="pool_size=1"):
         pool.acquire()
     stats = pool.stats()
     assert stats["waits"] == 1 and stats["timeouts"] == 1 and stats["checked_out"] == 2
     pool.release(b)
-    assert b.connection.closed  # overflow does not stay
-    pool.release(a)
-    assert not a.connection.closed and pool.stats()["idle"] == 1
+    assert not b.connection.closed  # surplus stays while it may be needed again soon
+    time.sleep(0.1)
+    pool.release(a)  # the surplus sat idle too long: closed, the pool shrinks back to pool_size
+    assert b.connection.closed and not a.connection.closed
+    assert pool.stats()["size"] == 1 and pool.stats()["idle"] == 1
 
 
 def test_waiter_gets_released_connection():
@@ -85,6 +88,22 @@ def test_waiter_gets_released_connection():
     t.join(5)
     assert got and got[0].connection is a.connection
     assert pool.stats()["waits"] == 1 and pool.stats()["wait_time"] > 0
+
+
+def test_overflow_kept_while_others_wait():
+    c = Connector()
+    pool = make_pool(c, size=1, max_overflow=1, timeout=5)
+    _a, b = pool.acquire(), pool.acquire()  # b is the overflow connection
+    got = []
+    t = threading.Thread(target=lambda: got.append(pool.acquire()))
+    t.start()
+    deadline = time.monotonic() + 5
+    while pool.stats()["waits"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pool.release(b)  # someone is waiting: hand it over instead of closing it
+    t.join(5)
+    assert got and got[0].connection is b.connection and not b.connection.closed
+    assert c.count == 2
 
 
 def test_recycle_by_age():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -73,12 +72,13 @@ def test_counters_logins_requests_statements(standin: SQLServerStandIn) -> None:
         cursor.fetchall()
         stats = standin.stats()
         assert stats["logins"] == 1
-        assert stats["connections_open"] == 1
         # connect: conn_properties batch + `use [test]`; then one batch with two statements.
         assert stats["requests"] == 3
         assert stats["statements"] >= 2 + 1 + 10  # 10 SETs, USE, two SELECTs (engine may count SETs singly)
-        (spid, per), = stats["per_connection"].items()
-        assert per["requests"] == 3 and per["open"] and spid >= 51
+        cursor.execute("SELECT @@SPID")
+        (spid,) = cursor.fetchone()
+        per = standin.stats()["per_connection"][spid]
+        assert per["requests"] == 4 and per["open"] and spid >= 51
         assert per["bytes_in"] > 0 and per["bytes_out"] > 0
     assert standin.wait_for_connections(0)
     assert standin.stats()["connections_open"] == 0
@@ -130,11 +130,13 @@ def test_refuse_logins_a_number_of_times(standin: SQLServerStandIn) -> None:
 
 
 def test_refuse_logins_with_another_number_until_cleared(standin: SQLServerStandIn) -> None:
-    standin.faults.refuse_logins(number=40613)
+    # 4060 (severity 11), not 40613 (severity 17): pymssql would report a 17 on every later failed
+    # connect() in this process (see the README), confusing other tests' assertions.
+    standin.faults.refuse_logins(number=4060)
     for _ in range(3):
         with pytest.raises(pymssql.OperationalError):
             standin.connect(login_timeout=5)
-    assert standin.stats()["last_login_error"] == 40613
+    assert standin.stats()["last_login_error"] == 4060
     standin.faults.clear()
     assert _one(standin, "SELECT 1") == (1,)
 
@@ -352,21 +354,19 @@ PLUGIN_TEST = textwrap.dedent('''
 ''')
 
 
-def test_plugin_fixtures_against_a_real_server_url(tmp_path: Path, standin: SQLServerStandIn) -> None:
+def test_plugin_fixtures_against_a_real_server_url(pytester: pytest.Pytester, standin: SQLServerStandIn,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     # The stand-in plays the "real" server: the fixtures must switch to RealServer and skip the rest.
-    (tmp_path / "test_plugin_user.py").write_text(PLUGIN_TEST)
-    env = dict(os.environ, BEAKER_MSSQL_TEST_URL=standin.url)
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
-                             str(tmp_path)], capture_output=True, text=True, env=env, cwd=tmp_path,
-                            timeout=120)
-    assert "2 passed, 2 skipped" in result.stdout, result.stdout + result.stderr
-    assert "BEAKER_MSSQL_TEST_URL points at a real server" in result.stdout
-    assert standin.password not in result.stdout
+    pytester.makepyfile(test_plugin_user=PLUGIN_TEST)
+    monkeypatch.setenv("BEAKER_MSSQL_TEST_URL", standin.url)
+    result = pytester.runpytest_inprocess("-q", "-rs", "-p", "no:cacheprovider", "-p", "no:hypothesispytest")
+    result.assert_outcomes(passed=2, skipped=2)
+    result.stdout.fnmatch_lines(["*BEAKER_MSSQL_TEST_URL points at a real server*"])
+    assert standin.password not in result.stdout.str()
 
 
-def test_plugin_fixtures_with_the_standin(tmp_path: Path) -> None:
-    (tmp_path / "test_plugin_user.py").write_text(PLUGIN_TEST)
-    env = {k: v for k, v in os.environ.items() if k != "BEAKER_MSSQL_TEST_URL"}
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
-                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
-    assert "4 passed" in result.stdout, result.stdout + result.stderr
+def test_plugin_fixtures_with_the_standin(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makepyfile(test_plugin_user=PLUGIN_TEST)
+    monkeypatch.delenv("BEAKER_MSSQL_TEST_URL", raising=False)
+    result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider", "-p", "no:hypothesispytest")
+    result.assert_outcomes(passed=4)

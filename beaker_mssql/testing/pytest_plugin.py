@@ -68,7 +68,6 @@ def standin(mssql_server: AnyServer) -> Iterator[SQLServerStandIn]:
     server = mssql_server
     if not server.running:
         server.start()
-    server.wait_for_connections(0, timeout=2)  # let clients of earlier tests finish closing
     server.reset()
     try:
         yield server

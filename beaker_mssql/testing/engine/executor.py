@@ -7,6 +7,7 @@ waits, and runs the statement again from scratch.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
@@ -75,8 +76,27 @@ def wire_column(name: str, t: SqlT, nullable: bool = True) -> Column:
     return Column(name, st, length, nullable)
 
 
-def out_value(v: Any, t: SqlT) -> Any:
-    return v
+def output_fn(ce: CE) -> Fn:
+    """The closure producing a result column: datetime2 values are sent as datetime (rounded to 1/300 s)."""
+    if ce.type.kind != "datetime2":
+        return ce.fn
+    f = ce.fn
+
+    def rounded(c: Ctx, r: Any) -> Any:
+        v = f(c, r)
+        if v is None:
+            return None
+        try:
+            return round_datetime(v)
+        except OverflowError:
+            raise SQLError(
+                242,
+                "The conversion of a datetime2 data type to a datetime data type resulted in an "
+                "out-of-range value.",
+                16,
+            ) from None
+
+    return rounded
 
 
 def resolve_db(session: EngineSession, name: A.ObjName) -> Database:
@@ -300,8 +320,12 @@ def choose_access(binder: Binder, source: Source, table: Table, where: Optional[
     return Access("scan", [], [])
 
 
-def candidate_rows(c: Ctx, t: Table, access: Access) -> tuple[list[tuple[int, Row]], Any]:
-    """Rows that may satisfy the WHERE clause, and (for a point lookup) the lookup key."""
+def candidate_rows(c: Ctx, t: Table, access: Access) -> tuple[Iterable[tuple[int, Row]], Any]:
+    """Rows that may satisfy the WHERE clause, and (for a point lookup) the lookup key.
+
+    A full scan returns the live ``items()`` view (no copy: ``DELETE TOP (n)`` stops early); callers
+    finish iterating before they modify the table.
+    """
     if access.kind == "point":
         vals = [f(c, None) for f in access.key_fns]
         if any(v is None for v in vals):
@@ -325,11 +349,9 @@ def candidate_rows(c: Ctx, t: Table, access: Access) -> tuple[list[tuple[int, Ro
         low_k = col.key(low) if low is not None else None
         high_k = col.key(high) if high is not None else None
         rows = t.rows
-        return [
-            (rid, rows[rid])
-            for rid in t.range_rowids(access.index, low_k, access.low_incl, high_k, access.high_incl)
-        ], None
-    return list(t.rows.items()), None
+        rids = t.range_rowids(access.index, low_k, access.low_incl, high_k, access.high_incl)
+        return ((rid, rows[rid]) for rid in rids), None
+    return t.rows.items(), None
 
 
 # ----------------------------------------------------------------------------- lock modes
@@ -382,7 +404,7 @@ class ReadMode:
             self.table_mode = ""
 
 
-def read_table(c: Ctx, t: Table, access: Access, mode: ReadMode) -> tuple[list[tuple[int, Row]], Any]:
+def read_table(c: Ctx, t: Table, access: Access, mode: ReadMode) -> tuple[Iterable[tuple[int, Row]], Any]:
     """Candidate rows of ``t`` with read locks checked/taken according to ``mode``."""
     rows, key = candidate_rows(c, t, access)
     if mode.nolock:
@@ -433,6 +455,7 @@ def read_table(c: Ctx, t: Table, access: Access, mode: ReadMode) -> tuple[list[t
             assert first is not None
             raise first
     if mode.hold:
+        rows = list(rows)
         for rid, row in rows:
             locks.acquire(sid, ("k", oid, lock_key(t, row, rid)), rmode, hold_dur)
     return rows, key
@@ -763,7 +786,7 @@ class Planner:
                 plan.assigns.append((item.assign.index, item.assign_op, vt))
                 plan.types.append(vt)
                 continue
-            plan.items.append(ce.fn)
+            plan.items.append(output_fn(ce))
             plan.types.append(ce.type)
             name = (
                 item.alias
@@ -1011,7 +1034,7 @@ def bind_output(
         if item.assign is not None:
             raise SQLError(102, "Incorrect syntax near '='.", 15)
         ce = b.compile(item.expr)
-        fns.append(ce.fn)
+        fns.append(output_fn(ce))
         name = item.alias or (ce.col[1].name if ce.col is not None else "")
         cols.append(wire_column(name, ce.type, True))
     return fns, cols
@@ -1071,13 +1094,13 @@ def target_rows(
                 locks.check(sid, res, "U")
             return []
         locks.check(sid, res, "U")
-        rid, row = rows[0]
+        rid, row = next(iter(rows))
         if where is not None and where(c, row) is not True:
             if serializable or "UPDLOCK" in hs:
                 locks.acquire(sid, res, "U", TXN)
             return []
         locks.acquire(sid, res, "X", TXN)
-        return rows
+        return [(rid, row)]
     if "TABLOCKX" not in hs and "TABLOCK" not in hs:
         if serializable:
             locks.acquire(sid, ("t", oid), "U", TXN)
@@ -1731,4 +1754,4 @@ def _default_marker(c: Ctx, r: Any) -> Any:
 
 
 __all__ = ["Ctx", "Executor", "Planner", "SelectPlan", "wire_column"]
-_ = (Union, TXN, LockConflict, out_value)
+_ = (Union, TXN, LockConflict)

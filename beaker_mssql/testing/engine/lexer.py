@@ -113,7 +113,7 @@ def _skip_block_comment(text: str, pos: int, line: int) -> tuple[int, int]:
     return pos, line
 
 
-def scan_literals(text: str) -> tuple[str, list[LiteralValue], list[str]]:
+def _scan_slow(text: str) -> tuple[str, list[LiteralValue], list[str]]:
     """Return (shape key, literal values, literal source texts). Raises SQLError for unterminated strings."""
     parts: list[str] = []
     values: list[LiteralValue] = []
@@ -153,6 +153,56 @@ def scan_literals(text: str) -> tuple[str, list[LiteralValue], list[str]]:
     return "".join(parts), values, raws
 
 
+# Fast path of scan_literals: only literals (and what may contain quotes or digits: comments, bracketed
+# and double-quoted identifiers) are matched; whitespace, words and operators are skipped by finditer in C.
+_FAST_RE = re.compile(
+    r"""
+    --[^\n]*
+  | \[[^\]]*(?:\]\][^\]]*)*\]?
+  | "[^"]*(?:""[^"]*)*"?
+  | (?P<nstr>(?<![\w@#$])[Nn]'[^']*(?:''[^']*)*')
+  | (?P<str>'[^']*(?:''[^']*)*')
+  | (?P<badstr>(?<![\w@#$])[Nn]?')
+  | (?P<hex>(?<![\w@#$.])0[xX][0-9a-fA-F]*)
+  | (?P<num>(?<![\w@#$.])(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?)
+    """,
+    re.VERBOSE,
+)
+
+
+def scan_literals(text: str) -> tuple[str, list[LiteralValue], list[str]]:
+    """Return (shape key, literal values, literal source texts). Raises SQLError for unterminated strings."""
+    if "/*" in text:
+        return _scan_slow(text)  # nested block comments need the token-by-token scanner
+    parts: list[str] = []
+    values: list[LiteralValue] = []
+    raws: list[str] = []
+    last = 0
+    for m in _FAST_RE.finditer(text):
+        group = m.lastgroup
+        if group is None:
+            continue
+        pos = m.start()
+        raw = m.group()
+        if group == "badstr":
+            line = text.count("\n", 0, pos) + 1
+            body = text[pos + (2 if raw[0] in "Nn" else 1) :]
+            raise SQLError(105, f"Unclosed quotation mark after the character string '{body}'.", 15, 1, line)
+        kind, value = _literal(group, raw)
+        if kind in (LIT_NSTR, LIT_STR, LIT_HEX) and len(value) > (  # type: ignore[arg-type]
+            4000 if kind == LIT_NSTR else 8000
+        ):
+            kind += "m"
+        parts.append(text[last:pos])
+        nl = raw.count("\n") if kind[0] in "NS" else 0
+        parts.append(f"\x00{kind}{nl}\x00" if nl else f"\x00{kind}\x00")
+        values.append(value)
+        raws.append(raw)
+        last = m.end()
+    parts.append(text[last:])
+    return "".join(parts), values, raws
+
+
 def tokenize(text: str) -> list[Token]:
     """Full tokenization (cache miss path). Literal tokens carry their slot in ``scan_literals`` order."""
     tokens: list[Token] = []
@@ -183,14 +233,9 @@ def tokenize(text: str) -> list[Token]:
         elif group == "id":
             append(Token("id", raw, line, raw.upper(), pos, end, raw=raw))
         elif group in _LITERAL_GROUPS:
-            kind, _value = _literal(group, raw)
-            shown = raw
-            if group == "nstr":
-                shown = raw[2:-1]
-            elif group == "str":
-                shown = raw[1:-1]
-            append(Token("lit", raw, line, "", pos, end, slot=slot, lit_kind=kind, raw=shown))
-            slot += 1
+            # every literal of a batch is a marker in its shape key; a raw one here sits where SQL Server
+            # would not read a literal either (e.g. "x.1")
+            raise _syntax_near(raw, line)
         elif group == "br":
             name = raw[1:-1].replace("]]", "]")
             append(Token("qid", name, line, name.upper(), pos, end, raw=raw))

@@ -70,8 +70,6 @@ BATCH_ABORT = frozenset(
         156,
         102,
         137,
-        2812,
-        6401,
         4145,
     }
 )
@@ -169,23 +167,31 @@ class EngineSession:
 
     # ------------------------------------------------------------------ compile-time checks
 
-    def _prebind(self, stmts: list[A.Stmt], ctx: Ctx) -> None:
-        """Bind statements whose tables exist now: a 207 there fails the whole batch, as in SQL Server."""
+    def _prebind(self, stmts: list[A.Stmt], ctx: Ctx) -> bool:
+        """Bind statements whose tables exist now: a 207 there fails the whole batch, as in SQL Server
+        (which compiles every statement of the batch, IF/WHILE bodies included, before running any).
+        Returns True once a DDL statement is met: what follows may depend on it (deferred resolution)."""
         for st in stmts:
             if isinstance(st, (A.Select, A.Insert, A.Update, A.Delete, A.Merge)):
                 try:
                     self.run_stmt_plan_only(st, ctx)
                 except SQLError as e:
-                    if e.number in (208,):
-                        continue
                     if e.number in (207, 209, 4104, 8120, 1013, 213, 264, 145, 108, 116):
                         e.line = st.line
                         raise
-                    continue
+                    continue  # 208 and run-time errors surface when the statement runs
             elif isinstance(st, A.Block):
-                self._prebind(st.body, ctx)
+                if self._prebind(st.body, ctx):
+                    return True
+            elif isinstance(st, A.If):
+                if self._prebind([st.then], ctx) or (st.else_ is not None and self._prebind([st.else_], ctx)):
+                    return True
+            elif isinstance(st, A.While):
+                if self._prebind([st.body], ctx):
+                    return True
             elif isinstance(st, (A.CreateTable, A.DropTable, A.CreateIndex, A.DropIndex, A.Truncate)):
-                return  # later statements may depend on this DDL
+                return True
+        return False
 
     def run_stmt_plan_only(self, st: A.Stmt, ctx: Ctx) -> None:
         ex = self.executor
@@ -391,7 +397,7 @@ class _Run:
                         13,
                         51,
                     ) from None
-                timeout = s.lock_timeout
+                timeout = 0 if _has_nowait(st) else s.lock_timeout
                 if timeout >= 0 and (now - started) * 1000 >= timeout:
                     eng.locks.waits.pop(s.session_id, None)
                     raise SQLError(1222, "Lock request time out period exceeded.", 16, 56) from None
@@ -702,30 +708,19 @@ class _Run:
         s = self.s
         eng = s.engine
         locks = eng.locks
-        resource = params.get("@RESOURCE")
+        # Return codes and messages as SQL Server gives them: bad arguments mostly return -999 silently.
+        if "@RESOURCE" not in params:
+            return -999
+        resource = params["@RESOURCE"]
+        if resource is None:
+            raise SQLError(1224, "An invalid application lock resource was passed to xp_userlock.", 16, 5)
         owner = str(params.get("@LOCKOWNER") or "Transaction").upper()
-        if resource is None or owner not in ("SESSION", "TRANSACTION"):
-            if pname == "SP_GETAPPLOCK" and resource is None:
-                raise SQLError(
-                    201,
-                    "Procedure or function 'sp_getapplock' expects parameter '@Resource', which was "
-                    "not supplied.",
-                    16,
-                    4,
-                )
+        if owner not in ("SESSION", "TRANSACTION"):
             return -999
         resource = str(resource)[:255]
         res = ("a", s.database.upper(), resource)
         duration = SESSION if owner == "SESSION" else TXN
         if pname == "SP_RELEASEAPPLOCK":
-            if duration == TXN and s.trancount == 0:
-                raise SQLError(
-                    1223,
-                    f"Cannot release the application lock (Database Principal: 'public', Resource: "
-                    f"'{resource}') because it is not currently held.",
-                    16,
-                    1,
-                )
             if not locks.release_one(s.session_id, res, duration):
                 self.events.append(
                     SQLError(
@@ -740,33 +735,15 @@ class _Run:
                 return -999
             eng.cond.notify_all()
             return 0
-        mode_name = params.get("@LOCKMODE")
-        if mode_name is None:
-            raise SQLError(
-                201,
-                "Procedure or function 'sp_getapplock' expects parameter '@LockMode', which was not "
-                "supplied.",
-                16,
-                4,
-            )
-        mode = _APPLOCK_MODES.get(str(mode_name).upper())
+        mode = _APPLOCK_MODES.get(str(params.get("@LOCKMODE") or "").upper())
         if mode is None:
             return -999
         if duration == TXN and s.trancount == 0:
-            self.events.append(
-                SQLError(
-                    1223 if False else 1224,
-                    "An invalid application lock resource was passed to sp_getapplock."
-                    if False
-                    else "The statement or function must be executed in the context of a user transaction.",
-                    16,
-                    1,
-                    st.line,
-                ).to_message()
-            )
             return -999
         timeout_v = params.get("@LOCKTIMEOUT")
         timeout = s.lock_timeout if timeout_v is None else int(timeout_v)
+        if timeout < -1:
+            raise SQLError(1227, "An invalid application lock time-out was passed to xp_userlock.", 16, 2)
         started = time.monotonic()
         waited = False
         while True:
@@ -1099,6 +1076,20 @@ class _Run:
         old = t.truncate()
         s.undo.append(("trunc", t, old))
         self.events.append(Done(None))
+
+
+def _has_nowait(st: A.Stmt) -> bool:
+    """WITH (NOWAIT) on any table of the statement: a lock wait fails at once with 1222."""
+    refs: list[A.TableRef] = []
+    if isinstance(st, A.Select):
+        if st.from_ is not None:
+            refs.append(st.from_)
+        refs.extend(j.table for j in st.joins)
+    elif isinstance(st, (A.Insert, A.Update, A.Delete)):
+        refs.append(st.table)
+    elif isinstance(st, A.Merge):
+        refs.extend((st.target, st.source))
+    return any("NOWAIT" in r.hints for r in refs)
 
 
 def _constraint_name(prefix: str, table: str, seed: int) -> str:

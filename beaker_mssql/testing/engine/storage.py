@@ -54,6 +54,7 @@ class Index:
     included: list[int] = field(default_factory=list)
     umap: dict[Any, int] = field(default_factory=dict)
     sorted: list[tuple[Any, int]] = field(default_factory=list)
+    dead: int = 0  # stale entries in ``sorted`` (deleted lazily: a delete is O(1), not a list memmove)
     keyfn: Callable[[list[Any]], Any] = field(default=lambda row: None)
     sortfn: Callable[[list[Any]], Any] = field(default=lambda row: None)
 
@@ -215,7 +216,7 @@ class Table:
             if ix.unique:
                 ix.umap[ix.keyfn(row)] = rowid
             if not ix.primary_key:
-                bisect.insort(ix.sorted, (ix.sortfn(row), rowid))
+                self._sorted_add(ix, ix.sortfn(row), rowid)
         return rowid
 
     def delete(self, rowid: int) -> list[Any]:
@@ -226,15 +227,28 @@ class Table:
                 if ix.umap.get(k) == rowid:
                     del ix.umap[k]
             if not ix.primary_key:
-                self._sorted_remove(ix, ix.sortfn(row), rowid)
+                ix.dead += 1
+                self._maybe_compact(ix)
         return row
 
     @staticmethod
-    def _sorted_remove(ix: Index, sk: Any, rowid: int) -> None:
+    def _sorted_add(ix: Index, sk: Any, rowid: int) -> None:
         lst = ix.sorted
-        i = bisect.bisect_left(lst, (sk, rowid))
-        if i < len(lst) and lst[i][1] == rowid:
-            del lst[i]
+        entry = (sk, rowid)
+        i = bisect.bisect_left(lst, entry)
+        if i < len(lst) and lst[i] == entry:
+            ix.dead -= 1  # a stale entry for exactly this row and key becomes live again
+        else:
+            lst.insert(i, entry)
+
+    def _live(self, ix: Index, sk: Any, rowid: int) -> bool:
+        row = self.rows.get(rowid)
+        return row is not None and ix.sortfn(row) == sk
+
+    def _maybe_compact(self, ix: Index) -> None:
+        if ix.dead > 1024 and ix.dead * 2 > len(ix.sorted):
+            ix.sorted = [(sk, rid) for sk, rid in ix.sorted if self._live(ix, sk, rid)]
+            ix.dead = 0
 
     def update_many(self, changes: list[tuple[int, list[Any]]]) -> list[list[Any]]:
         """Replace rows; uniqueness is checked for the statement as a whole (as SQL Server does).
@@ -278,11 +292,14 @@ class Table:
                     added.append(k)
         for ix in touched:
             if not ix.primary_key:
-                for (rowid, n), o in zip(changes, old_rows):
-                    self._sorted_remove(ix, ix.sortfn(o), rowid)
-                    bisect.insort(ix.sorted, (ix.sortfn(n), rowid))
+                for rowid, n in changes:
+                    ix.dead += 1
+                    self._sorted_add(ix, ix.sortfn(n), rowid)
         for rowid, n in changes:
             self.rows[rowid] = n
+        for ix in touched:
+            if not ix.primary_key:
+                self._maybe_compact(ix)
         return old_rows
 
     def truncate(self) -> dict[int, list[Any]]:
@@ -291,6 +308,7 @@ class Table:
         for ix in self.indexes:
             ix.umap = {}
             ix.sorted = []
+            ix.dead = 0
         return old
 
     def restore(self, rows: dict[int, list[Any]]) -> None:
@@ -301,7 +319,10 @@ class Table:
     # ------------------------------------------------------------------ access paths
 
     def range_rowids(self, ix: Index, low: Any, low_incl: bool, high: Any, high_incl: bool) -> Iterator[int]:
-        """Row ids whose first index column lies in the range (None = unbounded), in index order."""
+        """Row ids whose first index column lies in the range (None = unbounded), in index order.
+
+        Lazy (``DELETE TOP (n)`` stops after n rows); callers finish iterating before they modify the table.
+        """
         lst = ix.sorted
         if low is None:
             start = bisect.bisect_left(lst, ((1,),))
@@ -319,8 +340,17 @@ class Table:
                 if high_incl
                 else bisect.bisect_left(lst, (sort_key(high),))
             )
-        # snapshot: callers may modify the table while iterating
-        return iter([rid for _, rid in lst[start:stop]])
+        rows = self.rows
+        sortfn = ix.sortfn
+
+        def gen() -> Iterator[int]:
+            for i in range(start, min(stop, len(lst))):
+                sk, rid = lst[i]
+                row = rows.get(rid)
+                if row is not None and sortfn(row) == sk:
+                    yield rid
+
+        return gen()
 
 
 def column_max_length(t: SqlT) -> int:

@@ -55,6 +55,9 @@ class SqlT:
         """The results.SqlType (and length) used to send values of this type."""
         k = self.kind
         if k in ("nvarchar", "varchar"):
+            # varchar is sent as nvarchar: more than 4000 characters only fits as nvarchar(max)
+            if self.length == MAX or self.length > 4000:
+                return SqlType.NVARCHAR, MAX
             return SqlType.NVARCHAR, self.length if self.length else 1
         if k == "varbinary":
             return SqlType.VARBINARY, self.length if self.length else 1
