@@ -56,6 +56,30 @@ def machine_info() -> dict[str, str]:
     }
 
 
+_GC: dict[str, float] = {"collections": 0, "max_pause_ms": 0.0, "total_ms": 0.0}
+
+
+def _gc_watch() -> None:
+    """In the stand-in process: time every garbage collection from now on (pauses stall all threads)."""
+    import gc
+    import time as _time
+
+    _GC.update(collections=0, max_pause_ms=0.0, total_ms=0.0)
+    started: list[float] = [0.0]
+
+    def callback(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[0] = _time.perf_counter()
+        else:
+            pause = (_time.perf_counter() - started[0]) * 1e3
+            _GC["collections"] += 1
+            _GC["total_ms"] += pause
+            _GC["max_pause_ms"] = max(_GC["max_pause_ms"], pause)
+
+    if not any(getattr(cb, "__name__", "") == "callback" for cb in gc.callbacks):
+        gc.callbacks.append(callback)
+
+
 def _serve(conn: Connection, kwargs: dict[str, Any]) -> None:
     """Child process: run one SQLServerStandIn and answer commands from the parent until 'stop'."""
     from beaker_mssql.testing import SQLServerStandIn
@@ -98,6 +122,16 @@ def _serve(conn: Connection, kwargs: dict[str, Any]) -> None:
                 elif cmd == "set_log_sql":
                     server.log_sql = bool(args[0])
                     result = None
+                elif cmd == "gc_watch":
+                    result = _gc_watch()
+                elif cmd == "gc_freeze":
+                    import gc
+
+                    gc.collect()
+                    gc.freeze()
+                    result = gc.get_freeze_count()
+                elif cmd == "gc_report":
+                    result = dict(_GC)
                 elif cmd == "cpu":
                     result = tuple(os.times())
                 else:
@@ -173,6 +207,17 @@ class StandInProcess:
 
     def set_log_sql(self, on: bool) -> None:
         self._call("set_log_sql", on)
+
+    def gc_watch(self) -> None:
+        self._call("gc_watch")
+
+    def gc_freeze(self) -> int:
+        """Move every object the stand-in holds now (e.g. a freshly loaded table) out of the collector's
+        sight, so later collections do not walk it; returns how many objects were frozen."""
+        return int(self._call("gc_freeze"))
+
+    def gc_report(self) -> dict[str, float]:
+        return dict(self._call("gc_report"))
 
     def child_cpu(self) -> float:
         """User + system CPU seconds the stand-in process has used so far."""

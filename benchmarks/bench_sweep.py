@@ -62,6 +62,10 @@ def run() -> Section:
     with StandInProcess() as server:
         table = new_table(server.url, "sweep")
         load_s = load_rows(server.url, table)
+        # The stand-in is Python: a full collection walks every stored row and stops all its threads for
+        # a few hundred ms, which would show up as "lock waits". Freeze what was loaded (gc.freeze) so
+        # the figures below show the sweep's batching; collections are still counted and timed.
+        frozen = server.gc_freeze()
         sweeper = MSSQLStore(url=server.url, table=table, auto_remove_batch_size=BATCH)
         reader = MSSQLStore(url=server.url, table=table)
         sweeper.length()
@@ -94,6 +98,7 @@ def run() -> Section:
         stop.clear()
         thread = threading.Thread(target=read_loop, daemon=True)
         server.reset_stats()
+        server.gc_watch()
         marks: list[float] = []
         thread.start()
         time.sleep(0.2)
@@ -105,6 +110,7 @@ def run() -> Section:
         stop.set()
         thread.join()
         stats = server.stats()
+        gc_report = server.gc_report()
         live_after = sweeper.length()
         left = int(server.execute(f"SELECT COUNT(*) FROM {table}")[0][0])
         sweeper.close()
@@ -121,6 +127,7 @@ def run() -> Section:
     max_crossed = max(crossed) if crossed else 0
     figures: dict[str, Any] = {
         "load_s": load_s,
+        "gc_frozen_objects": frozen,
         "deleted": deleted,
         "batches": batches,
         "requests": stats["requests"],
@@ -136,6 +143,7 @@ def run() -> Section:
         "idle_get_mean_ms": statistics.mean(idle) * 1e3 if idle else float("nan"),
         "idle_get_max_ms": max(idle) * 1e3 if idle else float("nan"),
         "misses": misses[0],
+        "standin_gc": gc_report,
         "max_batches_overlapped_by_one_get": max_crossed,
         "live_after": live_after,
         "rows_left": left,
@@ -153,7 +161,9 @@ def run() -> Section:
         f"{EXPIRED:,} expired + {LIVE:,} live rows (100-character payloads), loaded in "
         f"{load_s:.1f} s with 1,000-row INSERT VALUES batches through pymssql. "
         f"`destroy_expired()` with batch size {BATCH:,}; a reader thread with its own pool calls "
-        "`get()` on live sessions in a loop during the sweep.\n\n"
+        "`get()` on live sessions in a loop during the sweep. After loading, the stand-in process froze "
+        f"its {frozen:,} objects (`gc.freeze()`) so that garbage-collector pauses over the loaded table "
+        "are not mistaken for lock waits; collections during the sweep are still counted and timed.\n\n"
         "| figure | value |\n|---|---:|\n"
         f"| rows deleted | {deleted:,} |\n"
         f"| DELETE batches | {batches} |\n"
@@ -169,14 +179,22 @@ def run() -> Section:
         f"| reader get() mean / longest with no sweep | {figures['idle_get_mean_ms']:.2f} ms / "
         f"{figures['idle_get_max_ms']:.2f} ms |\n"
         f"| most batch ends inside a single get() | {max_crossed} |\n"
+        f"| stand-in garbage collections during the sweep: count / longest pause | "
+        f"{int(gc_report['collections'])} / {gc_report['max_pause_ms']:.1f} ms |\n"
         f"| live rows after / rows left | {live_after:,} / {left:,} |\n\n"
         f"**Longest reader get() during the sweep vs mean batch: {figures['get_max_ms']:.1f} ms vs "
         f"{figures['mean_batch_ms']:.1f} ms -- target (below one mean batch) "
-        f"{'met' if holds else 'NOT met'}.** Against the longest batch ({figures['max_batch_ms']:.1f} ms) "
-        f"the longest get() was {'shorter' if longest_get <= max(durations) else 'longer'}. "
-        "The stand-in runs one statement at a time (one engine-wide mutex), so a reader that arrives "
-        "while a DELETE batch runs waits for the rest of that batch, and a slow batch (a garbage-collector "
-        "pause in the stand-in process shows up as one) delays the reader by as much; on SQL Server the "
+        f"{'met' if holds else 'NOT met'}.** "
+        + (
+            f"It matches the longest batch ({figures['max_batch_ms']:.1f} ms): the reader waited for the one "
+            "batch in progress, never for the whole sweep. "
+            if longest_get <= max(durations) * 1.1
+            else f"It exceeds the longest batch ({figures['max_batch_ms']:.1f} ms): the reader waited for "
+            "more than one batch. "
+        )
+        + "The stand-in runs one statement at a time (one engine-wide mutex), so a reader that arrives "
+        "while a DELETE batch runs waits for the rest of that batch, and a slow batch delays it by as "
+        "much; on SQL Server the "
         "reader's primary-key seek locks one live row that the batch (seeking the expires index, at most "
         "1,000 row locks, below lock escalation) never touches.\n" + growth
     )

@@ -882,7 +882,7 @@ class Planner:
         if sel.top is not None:
             tb = self.binder([])
             tce = tb.compile(sel.top)
-            plan.top = tb.coerce(tce, SqlT("bigint")) if tce.type.kind != "float" else tce.fn
+            plan.top = bind_top(tb, sel.top)
         plan.distinct = sel.distinct
         return plan
 
@@ -1374,7 +1374,7 @@ class Executor:
         plan.access = choose_access(b, src, t, stmt.where)
         if stmt.top is not None:
             tce = p.binder([]).compile(stmt.top)
-            plan.top = tce.fn
+            plan.top = bind_top(p.binder([]), stmt.top)
         plan.output, plan.output_columns = bind_output(p, t, stmt.output, True, True)
         return plan
 
@@ -1384,8 +1384,7 @@ class Executor:
         assert t is not None and plan.access is not None
         top = None
         if plan.top is not None:
-            tv = plan.top(c, None)
-            top = int(tv) if tv is not None else 0
+            top = plan.top(c, None)
         rows = target_rows(c, t, plan.access, plan.hints, plan.where, top)
         changes: list[tuple[int, Row]] = []
         for rid, row in rows:
@@ -1436,7 +1435,7 @@ class Executor:
             plan.where = b.predicate(stmt.where)
         plan.access = choose_access(b, src, t, stmt.where)
         if stmt.top is not None:
-            plan.top = p.binder([]).compile(stmt.top).fn
+            plan.top = bind_top(p.binder([]), stmt.top)
         plan.output, plan.output_columns = bind_output(p, t, stmt.output, False, True)
         return plan
 
@@ -1446,8 +1445,7 @@ class Executor:
         assert t is not None and plan.access is not None
         top = None
         if plan.top is not None:
-            tv = plan.top(c, None)
-            top = int(tv) if tv is not None else 0
+            top = plan.top(c, None)
         rows = target_rows(c, t, plan.access, plan.hints, plan.where, top) if top != 0 else []
         s = self.session
         undo = s.undo
@@ -1582,7 +1580,7 @@ class Executor:
                     ins.append((i, make_assign(t, col, ce, "INSERT")))
             plan.whens.append((w, cond, sets, ins))
         if stmt.top is not None:
-            plan.top = p.binder([]).compile(stmt.top).fn
+            plan.top = bind_top(p.binder([]), stmt.top)
         plan.output, plan.output_columns = bind_output(p, t, stmt.output, True, True)
         return plan
 
@@ -1619,8 +1617,7 @@ class Executor:
                     raise first
         top = None
         if plan.top is not None:
-            tv = plan.top(c, None)
-            top = int(tv) if tv is not None else 0
+            top = plan.top(c, None)
         touched: set[int] = set()
         matched_targets: set[int] = set()
         actions: list[tuple[str, Optional[int], Optional[Row], Optional[Row]]] = []
@@ -1747,6 +1744,31 @@ def _key_row(t: Table, pk: Index, vals: list[Any]) -> Row:
     for (ci, _), v in zip(pk.columns, vals):
         row[ci] = v
     return row
+
+
+def bind_top(b: Binder, e: A.Expr) -> Fn:
+    """TOP (n): an integer expression (strings convert; float is 1060), evaluated to a non-negative int."""
+    ce = b.compile(e)
+    if ce.type.kind == "float":
+        raise SQLError(
+            1060,
+            "The number of rows provided for a TOP or FETCH clauses row count parameter must be an integer.",
+            15,
+        )
+    f = b.coerce(ce, SqlT("bigint"))
+
+    def top(c: Ctx, r: Any) -> Any:
+        v = f(c, r)
+        if v is None or v < 0:
+            raise SQLError(
+                1060,
+                "The number of rows provided for a TOP or FETCH clauses row count parameter must "
+                "be an integer.",
+                16,
+            )
+        return int(v)
+
+    return top
 
 
 def _default_marker(c: Ctx, r: Any) -> Any:
