@@ -100,6 +100,12 @@ def run() -> Section:
         f"{'met' if worst <= 2 and logins == 0 else 'NOT met'} "
         f"(worst {worst:.2f} round trips, {logins:.2f} logins per request)."
     )
+    delete_kinds = results.get("delete", {}).get("kinds", {})
+    if delete_kinds and "delete" not in delete_kinds:
+        verdict += (
+            " Note on delete: Beaker's `Session.delete()` empties the session and *saves* it, so the row "
+            "is overwritten with an empty session rather than removed; it goes when it expires or is swept."
+        )
     body = (
         f"{N} requests of each kind through `SessionMiddleware(type='ext:mssql', data_serializer='json')`, "
         "one thread, after a 10-request warm-up; per-request averages of the stand-in's counters "

@@ -545,3 +545,68 @@ def test_connect_unknown_database(engine: Engine) -> None:
     assert info.value.message == 'Cannot open database "nope" requested by the login. The login failed.'
     assert engine.connect("MASTER").database == "master"
     assert [engine.connect().session_id for _ in range(2)] == [52, 53]
+
+
+def test_concurrent_transfers_keep_the_total(engine: Engine) -> None:
+    """8 sessions move amounts between random accounts in explicit transactions (so they deadlock
+    now and then): the total never changes, every failure is a deadlock victim, nothing hangs."""
+    import random
+
+    setup = engine.connect()
+    setup.execute("CREATE TABLE acct (id int PRIMARY KEY, bal int NOT NULL)")
+    setup.execute("INSERT INTO acct VALUES " + ", ".join(f"({i}, 100)" for i in range(6)))
+    failures: list = []
+    crashes: list = []
+
+    def worker(seed: int) -> None:
+        rnd = random.Random(seed)
+        sess = engine.connect()
+        try:
+            for _ in range(60):
+                a, b = rnd.sample(range(6), 2)
+                amount = rnd.randint(1, 5)
+                ev = sess.execute(
+                    f"BEGIN TRAN; UPDATE acct SET bal = bal - {amount} WHERE id = {a}; "
+                    f"UPDATE acct SET bal = bal + {amount} WHERE id = {b}; COMMIT"
+                )
+                failures.extend(m.number for m in errors(ev))
+                if sess.trancount:
+                    sess.execute("ROLLBACK")
+        except Exception as exc:  # an engine bug
+            crashes.append(exc)
+        finally:
+            sess.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads)
+    assert crashes == []
+    assert set(failures) <= {1205, 3902}
+    assert rows(setup.execute("SELECT SUM(bal), COUNT(*) FROM acct")) == [(600, 6)]
+    assert engine.locks.held == {}
+
+
+def test_applock_wait_and_deadlock(engine: Engine) -> None:
+    a, b = engine.connect(), engine.connect()
+
+    def get(name: str, timeout: int = -1) -> str:
+        return (
+            f"DECLARE @r int; EXEC @r = sp_getapplock @Resource = N'{name}', @LockMode = N'Exclusive', "
+            f"@LockOwner = N'Session', @LockTimeout = {timeout}; SELECT @r"
+        )
+
+    assert rows(a.execute(get("r1"))) == [(0,)]
+    assert rows(b.execute(get("r2"))) == [(0,)]
+    assert rows(b.execute(get("r1", 30))) == [(-1,)]
+    result: list = []
+    t = threading.Thread(target=lambda: result.append(rows(a.execute(get("r2")))))
+    t.start()
+    t.join(0.2)
+    assert t.is_alive()
+    assert rows(b.execute(get("r1"))) == [(-3,)]  # b closes the cycle: deadlock victim
+    b.execute("EXEC sp_releaseapplock @Resource = N'r2', @LockOwner = N'Session'")
+    t.join(5)
+    assert result == [[(1,)]]  # granted after waiting

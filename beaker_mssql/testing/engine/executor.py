@@ -880,9 +880,7 @@ class Planner:
             ob_ce = item_binder.compile(e)
             plan.order.append((ob_ce.fn, oi.desc, False))
         if sel.top is not None:
-            tb = self.binder([])
-            tce = tb.compile(sel.top)
-            plan.top = bind_top(tb, sel.top)
+            plan.top = bind_top(self.binder([]), sel.top)
         plan.distinct = sel.distinct
         return plan
 
@@ -1373,7 +1371,6 @@ class Executor:
             plan.where = b.predicate(stmt.where)
         plan.access = choose_access(b, src, t, stmt.where)
         if stmt.top is not None:
-            tce = p.binder([]).compile(stmt.top)
             plan.top = bind_top(p.binder([]), stmt.top)
         plan.output, plan.output_columns = bind_output(p, t, stmt.output, True, True)
         return plan

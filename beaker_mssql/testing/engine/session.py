@@ -565,9 +565,9 @@ class _Run:
             elif name in ("LOCK_TIMEOUT", "TEXTSIZE", "ROWCOUNT", "DATEFIRST"):
                 v = self.scalar(st, st.value)
                 if name == "LOCK_TIMEOUT":
-                    s.lock_timeout = int(v) if v is not None else -1
+                    s.lock_timeout = _int_param(v) if v is not None else -1
                 elif name == "TEXTSIZE":
-                    s.textsize = int(v) if v is not None else 2147483647
+                    s.textsize = _int_param(v) if v is not None else 2147483647
                 elif name == "ROWCOUNT" and v not in (0, None):
                     raise SQLError(
                         102,
@@ -741,7 +741,7 @@ class _Run:
         if duration == TXN and s.trancount == 0:
             return -999
         timeout_v = params.get("@LOCKTIMEOUT")
-        timeout = s.lock_timeout if timeout_v is None else int(timeout_v)
+        timeout = s.lock_timeout if timeout_v is None else _int_param(timeout_v)
         if timeout < -1:
             raise SQLError(1227, "An invalid application lock time-out was passed to xp_userlock.", 16, 2)
         started = time.monotonic()
@@ -781,7 +781,7 @@ class _Run:
                 1,
             )
         text = _printf(str(msg or ""), args)
-        sev_i = int(sev or 0)
+        sev_i = _int_param(sev or 0)
         if sev_i > 18:
             raise SQLError(
                 2754,
@@ -791,10 +791,10 @@ class _Run:
                 1,
             )
         if sev_i <= 10:
-            self.events.append(Message(number, sev_i, int(state or 1), text, st.line))
+            self.events.append(Message(number, sev_i, _int_param(state or 1), text, st.line))
             self.events.append(Done(None))
             return
-        e = SQLError(number, text, sev_i, int(state or 1))
+        e = SQLError(number, text, sev_i, _int_param(state or 1))
         e.raiserror = True  # type: ignore[attr-defined]
         raise e
 
@@ -803,7 +803,7 @@ class _Run:
         num = self.scalar(st, st.number)
         msg = self.scalar(st, st.message)
         state = self.scalar(st, st.state)
-        if num is None or int(num) < 50000:
+        if num is None or _int_param(num) < 50000:
             raise SQLError(
                 35100,
                 f"Error number {num} in the THROW statement is outside the valid range. Specify an "
@@ -811,7 +811,7 @@ class _Run:
                 16,
                 10,
             )
-        e = SQLError(int(num), str(msg), 16, int(state or 1))
+        e = SQLError(_int_param(num), str(msg), 16, _int_param(state or 1))
         e.batch_abort = True  # type: ignore[attr-defined]
         raise e
 
@@ -1076,6 +1076,20 @@ class _Run:
         old = t.truncate()
         s.undo.append(("trunc", t, old))
         self.events.append(Done(None))
+
+
+def _int_param(v: Any) -> int:
+    """An int parameter/option value given as any type (SQL Server: 8114 when it does not convert)."""
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float):
+        return int(v)
+    if isinstance(v, str) and re.fullmatch(r"\s*[+-]?\d+\s*", v):
+        return int(v)
+    kind = "nvarchar" if isinstance(v, str) else "varbinary" if isinstance(v, bytes) else "datetime"
+    raise SQLError(8114, f"Error converting data type {kind} to int.", 16)
 
 
 def _has_nowait(st: A.Stmt) -> bool:

@@ -1,0 +1,52 @@
+"""Small helpers shared by the test modules (fixtures live in conftest.py).
+
+Kept in one place so every concurrency test collects its threads' exceptions the same way (an
+exception in a bare ``threading.Thread`` is only printed, and the test would pass) and every
+"wait until the other thread got there" polls the same way instead of sleeping a guessed time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Callable
+
+
+def new_sid() -> str:
+    """A fresh, valid session id (32 hex digits, like Beaker's)."""
+    return uuid.uuid4().hex
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 5.0) -> bool:
+    """Poll ``predicate`` until it is true; False if ``timeout`` seconds passed first."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def run_threads(target: Callable[[int], object], count: int, timeout: float = 60.0) -> list[BaseException]:
+    """Run ``target(0) ... target(count - 1)`` in ``count`` threads at once and join them all.
+
+    Returns what the threads raised (a test asserts it is ``[]``), plus a ``TimeoutError`` for each
+    thread still running after ``timeout`` seconds, so a hang fails the test instead of stalling it.
+    """
+    errors: list[BaseException] = []
+
+    def guarded(i: int) -> None:
+        try:
+            target(i)
+        except BaseException as exc:  # reported to the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(i,), daemon=True) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+        if thread.is_alive():
+            errors.append(TimeoutError(f"{thread.name} still running after {timeout} s"))
+    return errors
