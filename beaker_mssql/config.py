@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import logging
 import re
 from collections.abc import Mapping
 from typing import Any, Callable, Optional, Union
 from urllib.parse import parse_qsl, unquote
 
 from beaker_mssql.errors import ConfigurationError
+from beaker_mssql.events import logger
 
 __all__ = [
     "ConfigurationError",
@@ -31,8 +31,6 @@ __all__ = [
     "parse_url",
     "resolve_dotted",
 ]
-
-logger = logging.getLogger("beaker_mssql")
 
 DEFAULT_TTL = 86400
 MASK = "***"
@@ -64,7 +62,7 @@ _TRUE = frozenset({"true", "yes", "on", "1", "y", "t"})
 _FALSE = frozenset({"false", "no", "off", "0", "n", "f", ""})
 _ENCRYPT_LEVELS = ("default", "off", "request", "require")
 _TDS_VERSIONS = ("7.0", "7.1", "7.2", "7.3", "7.4", "8.0")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")  # refused in table names, server names and session ids
 
 Callback = Callable[..., Any]
 
@@ -147,7 +145,7 @@ def parse_table_name(value: object, key: str = "table") -> TableName:
             f"{key} = {value!r} is not a valid table name: use name or schema.name (at most two parts)"
         )
     for part in parts:
-        if not 1 <= len(part) <= 128 or _CONTROL.search(part):
+        if not 1 <= len(part) <= 128 or CONTROL_CHARS.search(part):
             raise ConfigurationError(
                 f"{key} = {value!r} is not a valid table name: each part must be 1-128 characters "
                 "without control characters"
@@ -368,6 +366,7 @@ class Settings:
 
     @property
     def password(self) -> Optional[str]:
+        """The login password, so callers (the CLI) can scrub it from any text they print."""
         return self.connection.password
 
     @property
@@ -419,7 +418,14 @@ def parse_url(url: str) -> dict[str, Any]:
         if name == "timeout":
             name = "query_timeout"
         if name not in _URL_QUERY_KEYS:
-            raise ConfigurationError(f"url query parameter {name!r} is not supported (value {value!r})")
+            supported = ", ".join(sorted(_URL_QUERY_KEYS))
+            if "@" in name + value:  # a "?" left unencoded in the password: this is part of it
+                raise ConfigurationError(
+                    f"url has a '?' before its '@': percent-encode '?' in the password as %3F "
+                    f"(query parameters: {supported})"
+                )
+            # The value is not shown either: it may hold a secret.
+            raise ConfigurationError(f"url query parameter {name!r} is not supported; use one of {supported}")
         options[name] = value
     return options
 
@@ -457,8 +463,18 @@ KNOWN_KEYS = _CONNECTION_KEYS | _STORE_KEYS
 
 
 def _mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***``."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1" + MASK + "@", url)
+    """The URL with its password replaced by ``***``.
+
+    Like :func:`parse_url` it takes the *last* ``@`` as the end of the credentials (so an unencoded
+    ``@`` in the password is masked too), and it also masks ``user:password@host`` without a scheme.
+    """
+    start = url.find("://")
+    start = 0 if start < 0 else start + 3
+    at = url.rfind("@")
+    colon = url.find(":", start, at) if at > start else -1
+    if colon < 0:
+        return url
+    return url[: colon + 1] + MASK + url[at:]
 
 
 def _build_connection(options: Mapping[str, Any]) -> ConnectionSettings:
@@ -471,7 +487,7 @@ def _build_connection(options: Mapping[str, Any]) -> ConnectionSettings:
             merged["server" if key == "host" else key] = options[key]
 
     server = _coerce_str("server", merged.get("server", "localhost")).strip() or "localhost"
-    if _CONTROL.search(server):
+    if CONTROL_CHARS.search(server):
         raise ConfigurationError(f"server must not contain control characters, got {server!r}")
     port = merged.get("port")
     port_value = None if port in (None, "") else _coerce_int("port", port, minimum=1)

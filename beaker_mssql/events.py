@@ -19,12 +19,21 @@ import logging
 import threading
 from typing import Any, Callable, Optional
 
-__all__ = ["EVENT_NAMES", "Events", "logger", "security_logger"]
+__all__ = ["EVENT_NAMES", "Events", "logger", "security_logger", "short_sid"]
 
 logger = logging.getLogger("beaker_mssql")
 security_logger = logging.getLogger("beaker_mssql.security")
 
 EVENT_NAMES = ("connect", "error", "session_error")
+
+
+def short_sid(sid: str) -> str:
+    """How a session id appears in log lines and error messages: its first 8 characters, quoted.
+
+    Enough to correlate lines, never a whole id: a log must not hand out live sessions (and a refused
+    id such as ``'<live id> '`` with a trailing space is nearly one).
+    """
+    return repr(sid[:8] + "..." if len(sid) > 8 else sid)
 
 
 class Events:

@@ -44,49 +44,44 @@ from beaker_mssql.store import AppLock, MSSQLStore, validate_sid
 __all__ = ["MSSQLNamespaceManager", "MSSQLSynchronizer", "close_all", "encode_part", "store_for"]
 
 SESSION_KEY = "session"
+_SESSION_KEY_BYTES = SESSION_KEY.encode("ascii")
 NAMESPACE_LIMIT = 100
 _READABLE = re.compile(r"[a-z0-9._\-/|]+")
 
 # -- the process-wide registry ----------------------------------------------------------------
 _lock = threading.Lock()
-_parsed: dict[Hashable, Settings] = {}
+# Two levels: option dicts as Beaker passes them -> store (the per-request fast path: one sort and
+# one dict lookup, no parsing, no hashing of Settings), and Settings -> store, so differently
+# spelled but equal options ("true" and True) still share one store and its prepared statements.
+_by_options: dict[Hashable, MSSQLStore] = {}
 _stores: dict[Settings, MSSQLStore] = {}
 _pools: dict[object, ConnectionPool] = {}
 
 
-def _options_key(options: Mapping[str, Any]) -> Optional[Hashable]:
-    try:
-        key = tuple(sorted(options.items()))
-        hash(key)
-        return key
-    except TypeError:  # an unhashable option value: parse every time
-        return None
-
-
 def store_for(options: Mapping[str, Any]) -> MSSQLStore:
     """The shared store for these options (parsed, prepared and pooled once per process)."""
-    key = _options_key(options)
-    settings = _parsed.get(key) if key is not None else None
-    if settings is None:
-        settings = parse_settings(options)
+    key: Optional[Hashable]
+    try:
+        key = tuple(sorted(options.items()))
+        store = _by_options.get(key)
+    except TypeError:  # an unhashable option value: parse every time
+        key, store = None, None
+    if store is None:
+        store = _store_for_settings(parse_settings(options))
         if key is not None:
             with _lock:
-                _parsed[key] = settings
-    store = _stores.get(settings)
-    if store is None:
-        with _lock:
-            store = _stores.get(settings)
-            if store is None:
-                pool = _pools.get(settings.pool_key)
-                if pool is None:
-                    pool = _pools[settings.pool_key] = ConnectionPool(
-                        settings.connection,
-                        size=settings.pool_size,
-                        max_overflow=settings.pool_max_overflow,
-                        recycle=settings.pool_recycle,
-                        timeout=settings.pool_timeout,
-                    )
-                store = _stores[settings] = MSSQLStore.from_settings(settings, pool=pool)
+                _by_options[key] = store
+    return store
+
+
+def _store_for_settings(settings: Settings) -> MSSQLStore:
+    with _lock:
+        store = _stores.get(settings)
+        if store is None:
+            pool = _pools.get(settings.pool_key)
+            if pool is None:
+                pool = _pools[settings.pool_key] = ConnectionPool.from_settings(settings)
+            store = _stores[settings] = MSSQLStore.from_settings(settings, pool=pool)
     return store
 
 
@@ -96,7 +91,7 @@ def close_all() -> None:
         stores, pools = list(_stores.values()), list(_pools.values())
         _stores.clear()
         _pools.clear()
-        _parsed.clear()
+        _by_options.clear()
     for store in stores:
         store.close()
     for pool in pools:
@@ -137,8 +132,8 @@ def decode_part(text: str) -> str:
     return text
 
 
-def _fail_loudly_in_beaker_session() -> None:
-    """Keep Beaker from turning a database outage into a logout.
+def _fail_loudly_in_beaker_session(error: MSSQLStoreError) -> None:
+    """Keep Beaker from turning a database outage (or a configuration error) into a logout.
 
     Beaker's ``invalidate_corrupt`` (on by default in SessionMiddleware) treats *any* exception from
     ``Session.load`` as corrupt data: it makes a new session id and loads again. If the database
@@ -146,7 +141,7 @@ def _fail_loudly_in_beaker_session() -> None:
     nothing was corrupt. So when loading failed for a database reason, switch ``invalidate_corrupt``
     off on the one ``Session`` object doing the load (found on the call stack): the error then fails
     this request instead, and the session is still there on the next one. Corrupt rows keep
-    Beaker's behaviour.
+    Beaker's behaviour. Must be called directly from a method Beaker's ``Session.load`` calls.
     """
     frame: Optional[FrameType] = sys._getframe(2)
     for _ in range(8):
@@ -157,8 +152,9 @@ def _fail_loudly_in_beaker_session() -> None:
             if getattr(candidate, "invalidate_corrupt", False):
                 candidate.invalidate_corrupt = False
                 logger.warning(
-                    "beaker_mssql: loading a session failed with a database error; failing the request "
-                    "instead of letting invalidate_corrupt replace the session"
+                    "beaker_mssql: loading a session failed with %s (not corrupt data); failing the "
+                    "request instead of letting invalidate_corrupt replace the session",
+                    type(error).__name__,
                 )
             return
         frame = frame.f_back
@@ -171,7 +167,12 @@ class MSSQLNamespaceManager(NamespaceManager):  # type: ignore[misc]
         super().__init__(namespace)
         # Beaker's Session (and only it) passes digest_filenames=False.
         self.session_mode = options.get("digest_filenames") is False
-        self.store = store_for(options)
+        try:
+            self.store = store_for(options)
+        except MSSQLStoreError as exc:  # a bad option: fail the request, keep the user's session
+            if self.session_mode:
+                _fail_loudly_in_beaker_session(exc)
+            raise
         self.settings = self.store.settings
         self._prefix = encode_part(namespace, NAMESPACE_LIMIT) + ":"
         self._local = threading.local()
@@ -181,7 +182,8 @@ class MSSQLNamespaceManager(NamespaceManager):  # type: ignore[misc]
 
     # -- ids and values -----------------------------------------------------------------------
     def _is_session(self, key: object) -> bool:
-        return self.session_mode and _as_bytes(key) == b"session"
+        """Is ``key`` Beaker's one session value (stored in the row named by the session id)?"""
+        return self.session_mode and _as_bytes(key) == _SESSION_KEY_BYTES
 
     def _sid(self, key: object) -> str:
         if self._is_session(key):
@@ -216,9 +218,9 @@ class MSSQLNamespaceManager(NamespaceManager):  # type: ignore[misc]
             text = self._fetch(key)
         except (CorruptSessionError, InvalidSessionId):
             raise
-        except MSSQLStoreError:
+        except MSSQLStoreError as exc:
             if self._is_session(key):
-                _fail_loudly_in_beaker_session()
+                _fail_loudly_in_beaker_session(exc)
             raise
         if text is None:
             raise KeyError(key)
@@ -235,6 +237,13 @@ class MSSQLNamespaceManager(NamespaceManager):  # type: ignore[misc]
         return key in self
 
     def set_value(self, key: object, value: Any, expiretime: Optional[float] = None) -> None:
+        """Save one value (one round trip).
+
+        A session row lives ``ttl`` seconds (the store's setting). A cache row lives the ``expire``
+        Beaker passes (so the server hides and sweeps it when Beaker would consider it stale), else
+        an explicit ``ttl`` option, else "forever" (``NO_EXPIRY_SECONDS``): Beaker's own
+        ``(storedtime, expiretime, value)`` check stays the authority either way.
+        """
         self._local.memo = None
         sid = self._sid(key)
         if self._is_session(key):
@@ -310,6 +319,7 @@ class MSSQLSynchronizer(SynchronizerImpl):  # type: ignore[misc]
             lock.release()
 
     def do_acquire_read_lock(self, wait: bool) -> bool:
+        """Same as the write lock: app locks here are exclusive only (Beaker holds them briefly)."""
         return self.do_acquire_write_lock(wait)
 
     def do_release_read_lock(self) -> None:

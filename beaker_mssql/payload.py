@@ -23,17 +23,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import logging
 import pickle
 import re
 import zlib
 from typing import Any, Union
 
 from beaker_mssql.errors import CorruptSessionError, SerializationError
+from beaker_mssql.events import security_logger, short_sid
 
 __all__ = ["CacheSerializer", "decode_session", "encode_session"]
-
-security_logger = logging.getLogger("beaker_mssql.security")
 
 _B64_TEXT = re.compile(r"[A-Za-z0-9+/=\r\n]+")
 
@@ -84,13 +82,8 @@ def decode_session(text: str, sid: str = "") -> str:
 
 
 def _corrupt(sid: str, reason: str) -> None:
-    security_logger.warning("corrupt session row %s: %s", _short(sid), reason)
-    raise CorruptSessionError(f"session row {_short(sid)} cannot be decoded: {reason}")
-
-
-def _short(sid: str) -> str:
-    """Enough of an id to correlate log lines without writing a whole live session id to a log."""
-    return repr(sid[:8] + "..." if len(sid) > 8 else sid)
+    security_logger.warning("corrupt session row %s: %s", short_sid(sid), reason)
+    raise CorruptSessionError(f"session row {short_sid(sid)} cannot be decoded: {reason}")
 
 
 class CacheSerializer:

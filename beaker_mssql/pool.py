@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional
 
 import pymssql
 
-from beaker_mssql.config import ConnectionSettings
+from beaker_mssql.config import ConnectionSettings, Settings
 from beaker_mssql.errors import ConnectionFailedError, PoolTimeoutError
 
 __all__ = ["BROKEN_NUMBERS", "ConnectionPool", "error_message", "error_number", "is_broken"]
@@ -129,6 +129,17 @@ class ConnectionPool:
         self._closed = False
         self._stats = {"connects": 0, "discarded": 0, "recycled": 0, "waits": 0, "wait_time": 0.0,
                        "checkouts": 0, "timeouts": 0}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ConnectionPool:
+        """The pool a store with these settings uses (the one place the pool_* options are read)."""
+        return cls(
+            settings.connection,
+            size=settings.pool_size,
+            max_overflow=settings.pool_max_overflow,
+            recycle=settings.pool_recycle,
+            timeout=settings.pool_timeout,
+        )
 
     def __repr__(self) -> str:
         return f"<ConnectionPool {self.settings.describe()} size={self.size} overflow={self.max_overflow}>"

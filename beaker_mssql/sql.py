@@ -197,5 +197,5 @@ def create_table_sql(table: TableName, memory_optimized: bool = False) -> str:
 
 
 def drop_table_sql(table: TableName) -> str:
-    """Idempotent ``DROP TABLE`` (used by tests and the CLI)."""
+    """Idempotent ``DROP TABLE`` (the tests' ``scratch_table`` fixture; kept next to the DDL it undoes)."""
     return f"IF OBJECT_ID({_n_literal(table.quoted)}, N'U') IS NOT NULL DROP TABLE {table.quoted};"

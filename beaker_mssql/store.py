@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import re
 import threading
 from typing import Any, Callable, Optional, TypeVar
 
 import pymssql
 
-from beaker_mssql.config import Settings, parse_settings
+from beaker_mssql.config import CONTROL_CHARS, Settings, parse_settings
 from beaker_mssql.errors import (
     ConnectionFailedError,
     DatabaseError,
@@ -30,7 +29,7 @@ from beaker_mssql.errors import (
     SidCaseConflictError,
     TableMissingError,
 )
-from beaker_mssql.events import Events, logger, security_logger
+from beaker_mssql.events import Events, logger, security_logger, short_sid
 from beaker_mssql.payload import CacheSerializer
 from beaker_mssql.pool import (
     RETRYABLE_NUMBERS,
@@ -41,11 +40,11 @@ from beaker_mssql.pool import (
     is_broken,
 )
 from beaker_mssql.sql import NO_EXPIRY_SECONDS, create_table_sql, escape_like, statements_for
+from beaker_mssql.sweeper import Sweeper, sweeper_for
 
 __all__ = ["MSSQLStore", "validate_sid"]
 
 T = TypeVar("T")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_SID_LENGTH = 255
 _LOGIN_FAILED = frozenset({18456, 18452, 18470, 18486, 18487, 18488, 4060})
 
@@ -68,12 +67,12 @@ def validate_sid(sid: object) -> str:
         problem = f"must be 1-{MAX_SID_LENGTH} characters (UTF-16 code units), got {_utf16_length(sid)}"
     elif not _encodable(sid):
         problem = "must be valid Unicode (it holds a lone surrogate)"
-    elif _CONTROL.search(sid):
+    elif CONTROL_CHARS.search(sid):
         problem = "must not contain control characters"
     elif sid.endswith(" "):
         problem = "must not end with a space"
     if problem is not None:
-        shown = repr(sid[:40]) if isinstance(sid, str) else type(sid).__name__
+        shown = short_sid(sid) if isinstance(sid, str) else type(sid).__name__
         security_logger.warning("refused session id %s: %s", shown, problem)
         raise InvalidSessionId(f"invalid session id {shown}: it {problem}")
     assert isinstance(sid, str)
@@ -109,9 +108,10 @@ class AppLock:
     def __init__(self, store: MSSQLStore, resource: str) -> None:
         self.store = store
         self.resource = resource
-        self.held = False
+        self.held = True
 
     def release(self) -> None:
+        """Release the lock and unpin this thread's connection; a second call does nothing."""
         if self.held:
             self.held = False
             self.store._release_applock(self)
@@ -136,17 +136,11 @@ class MSSQLStore:
         self.events = Events(settings.on_connect, settings.on_error, settings.on_session_error)
         self.serializer = CacheSerializer(settings.serializer)
         self._owns_pool = pool is None
-        self.pool = pool or ConnectionPool(
-            settings.connection,
-            size=settings.pool_size,
-            max_overflow=settings.pool_max_overflow,
-            recycle=settings.pool_recycle,
-            timeout=settings.pool_timeout,
-        )
+        self.pool = pool or ConnectionPool.from_settings(settings)
         self.pool.connect_listeners.append(self._connected)
         self._local = threading.local()
         self._closed = False
-        self._sweeper: Any = None
+        self._sweeper: Optional[Sweeper] = None
         self._sweeper_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -185,11 +179,11 @@ class MSSQLStore:
             self._run("set", upsert)
         except _CaseConflict:
             security_logger.warning(
-                "refused to save session %r: a row whose id differs only by letter case exists in %s",
-                sid[:8] + "...", self.settings.table.quoted,
+                "refused to save session %s: a row whose id differs only by letter case exists in %s",
+                short_sid(sid), self.settings.table.quoted,
             )
             error = SidCaseConflictError(
-                f"cannot save session {sid[:8]!r}...: table {self.settings.table.quoted} holds a row whose "
+                f"cannot save session {short_sid(sid)}: table {self.settings.table.quoted} holds a row whose "
                 "id differs only by letter case (the column's collation is case-insensitive); "
                 "not overwriting another session"
             )
@@ -354,9 +348,7 @@ class MSSQLStore:
             if result == -1:
                 return None
             raise LockNotGrantedError(f"sp_getapplock on {resource!r} returned {result}")
-        lock = AppLock(self, resource)
-        lock.held = True
-        return lock
+        return AppLock(self, resource)
 
     def _release_applock(self, lock: AppLock) -> None:
         params = {"resource": lock.resource}
@@ -422,8 +414,6 @@ class MSSQLStore:
         if self.settings.create_table and self.settings.pool_key not in _created_tables:
             self.create_table()
         if self.settings.auto_remove and self._sweeper is None:
-            from beaker_mssql.sweeper import sweeper_for
-
             with self._sweeper_lock:
                 if self._sweeper is None and not self._closed:
                     self._sweeper = sweeper_for(self)
@@ -536,8 +526,7 @@ class MSSQLStore:
 
 def _fetchone(cur: Any, sql: str, params: Optional[dict[str, Any]]) -> Any:
     cur.execute(sql, params)
-    row = cur.fetchone()
-    return row
+    return cur.fetchone()
 
 
 def _fetchall(cur: Any, sql: str, params: Optional[dict[str, Any]]) -> list[Any]:

@@ -16,6 +16,10 @@ web app with many workers and many namespace managers still runs one sweeper per
   hook stop it.
 
 Tests call :meth:`Sweeper.run_once` directly instead of waiting for the thread.
+
+The store starts its sweeper (``auto_remove`` is a store option), so this module sits *below*
+:mod:`beaker_mssql.store` and knows a store only as the :class:`SweptStore` protocol: the imports
+stay one-way (config -> sql -> pool -> sweeper -> store -> namespace) without a hidden cycle.
 """
 
 from __future__ import annotations
@@ -23,14 +27,27 @@ from __future__ import annotations
 import atexit
 import random
 import threading
-from typing import TYPE_CHECKING, Optional
+from typing import Optional, Protocol
 
-from beaker_mssql.events import logger
+from beaker_mssql.config import Settings
+from beaker_mssql.events import Events, logger
 
-if TYPE_CHECKING:
-    from beaker_mssql.store import MSSQLStore
+__all__ = ["SWEEP_LOCK", "Sweeper", "SweptStore", "stop_all", "sweeper_for"]
 
-__all__ = ["SWEEP_LOCK", "Sweeper", "stop_all", "sweeper_for"]
+
+class _HeldLock(Protocol):
+    def release(self) -> None: ...
+
+
+class SweptStore(Protocol):
+    """What a sweeper needs from :class:`~beaker_mssql.store.MSSQLStore`."""
+
+    settings: Settings
+    events: Events
+
+    def acquire_applock(self, name: str, timeout_ms: int = 0) -> Optional[_HeldLock]: ...
+
+    def destroy_expired(self, batch_size: Optional[int] = None) -> int: ...
 
 SWEEP_LOCK = "auto_remove"
 
@@ -41,8 +58,8 @@ _registry_lock = threading.Lock()
 class Sweeper:
     """Periodically deletes expired rows through one of the stores registered with it."""
 
-    def __init__(self, store: MSSQLStore, interval: Optional[float] = None, start: bool = True) -> None:
-        self._stores: list[MSSQLStore] = [store]
+    def __init__(self, store: SweptStore, interval: Optional[float] = None, start: bool = True) -> None:
+        self._stores: list[SweptStore] = [store]
         self._lock = threading.Lock()
         self.interval = float(interval if interval is not None else store.settings.auto_remove_interval)
         self._stop = threading.Event()
@@ -52,16 +69,16 @@ class Sweeper:
             self.start()
 
     @property
-    def store(self) -> Optional[MSSQLStore]:
+    def store(self) -> Optional[SweptStore]:
         with self._lock:
             return self._stores[0] if self._stores else None
 
-    def add_store(self, store: MSSQLStore) -> None:
+    def add_store(self, store: SweptStore) -> None:
         with self._lock:
             if store not in self._stores:
                 self._stores.append(store)
 
-    def remove_store(self, store: MSSQLStore) -> None:
+    def remove_store(self, store: SweptStore) -> None:
         """Forget ``store``; the last one leaving stops the thread."""
         with self._lock:
             if store in self._stores:
@@ -138,7 +155,7 @@ class Sweeper:
         return None if skipped else deleted
 
 
-def sweeper_for(store: MSSQLStore, start: bool = True) -> Sweeper:
+def sweeper_for(store: SweptStore, start: bool = True) -> Sweeper:
     """The process-wide sweeper of ``store``'s (connection, table), created (and started) on demand."""
     key = store.settings.pool_key
     with _registry_lock:

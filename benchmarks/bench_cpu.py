@@ -83,6 +83,8 @@ def run() -> Section:
             )
     med = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
     per_round = ", ".join(f"{r['ratio']:.2f}" for r in rounds)
+    # The least-disturbed round of each backend: other processes on a shared machine only ever add CPU.
+    best_ratio = min(r["mssql_cpu_us"] for r in rounds) / min(r["memory_cpu_us"] for r in rounds)
     rows = [
         "| backend | client CPU per request | wall time per request |",
         "|---|---:|---:|",
@@ -97,8 +99,8 @@ def run() -> Section:
         f"`data_serializer='json'`), {ROUNDS} rounds, medians. CPU is `time.process_time()` of the "
         "client process only.\n\n"
         + "\n".join(rows)
-        + f"\n\n**Client CPU ratio ext:mssql / memory: {med['ratio']:.2f}x** "
-        f"(per round: {per_round}). "
+        + f"\n\n**Client CPU ratio ext:mssql / memory: {med['ratio']:.2f}x** (median of the per-round "
+        f"ratios {per_round}; {best_ratio:.2f}x from each backend's fastest round). "
         f"Of the {med['mssql_cpu_us'] - med['memory_cpu_us']:.0f} µs ext:mssql adds per request, the "
         "driver (pymssql + FreeTDS, one SELECT and one upsert) accounts for about "
         f"{med['driver_cpu_us']:.0f} µs; the "
@@ -107,7 +109,7 @@ def run() -> Section:
         f"The stand-in process itself used {med['standin_cpu_us']:.0f} µs CPU per request "
         "(not counted above; a real SQL Server would do that work natively).\n"
     )
-    figures = {"median": med, "rounds": rounds}
+    figures = {"median": med, "rounds": rounds, "best_ratio": best_ratio}
     return Section("Client CPU per request: ext:mssql vs memory", COMMAND, body, figures)
 
 

@@ -75,6 +75,7 @@ def main() -> int:
     available = benches()
     names = list(available) if not args.only else [n.strip() for n in args.only.split(",") if n.strip()]
     info = machine_info()
+    load_before = os.getloadavg()
     sections: list[str] = []
     failed = 0
     began = time.perf_counter()
@@ -104,7 +105,9 @@ def main() -> int:
         f"| Python | {info['implementation']} {info['python']} |\n"
         f"| platform | {info['platform']} |\n"
         f"| pymssql / Beaker | {info['pymssql']} / {info['beaker']} |\n"
-        f"| total run time | {total:.0f} s |\n\n"
+        f"| total run time | {total:.0f} s |\n"
+        f"| load average (1 min) before / after | {load_before[0]:.2f} / {os.getloadavg()[0]:.2f} "
+        "(anything above ~0.5 before the run means other processes shared the 2 cores) |\n\n"
     )
     document = header + "\n".join(sections)
     if args.only and args.output == RESULTS:

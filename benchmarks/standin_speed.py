@@ -1,8 +1,9 @@
 """Round trips per second through pymssql to the SQL Server stand-in (or any server URL).
 
-Measures the two statements a session store sends most: the primary-key SELECT (get) and the
-UPDATE-else-INSERT upsert (set), with 1 and 16 connections. By default the stand-in runs in a child
-process so client and server do not share one GIL, as in real use.
+Measures the two statements a session store sends most, exactly as :mod:`beaker_mssql.sql` builds
+them: the primary-key SELECT (get) and the UPDATE-else-INSERT upsert (set), with 1 and 16
+connections. By default the stand-in runs in a child process so client and server do not share one
+GIL, as in real use.
 
     python benchmarks/standin_speed.py [--seconds 3] [--url mssql://...] [--in-process]
 """
@@ -15,43 +16,25 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any, Callable
-from urllib.parse import unquote, urlsplit
+from typing import Any
 
 import pymssql
 
+from beaker_mssql.config import parse_settings, parse_table_name
+from beaker_mssql.sql import create_table_sql, drop_table_sql, statements_for
 from beaker_mssql.testing import SQLServerStandIn
 
 
 def connect(url: str) -> Any:
-    parts = urlsplit(url)
-    return pymssql.connect(server=parts.hostname, port=str(parts.port), user=unquote(parts.username or ""),
-                           password=unquote(parts.password or ""), database=parts.path.lstrip("/"),
-                           autocommit=True)
+    """A pymssql connection opened the way the store's pool opens them (autocommit, UTF-8)."""
+    return pymssql.connect(**parse_settings({"url": url}).connection.connect_kwargs())
 
 
-def get_sql(table: str, sid: str) -> str:
-    return (f"SELECT [session] FROM {table} WHERE [sid] = N'{sid}' AND [sid] = N'{sid}' "
-            "COLLATE Latin1_General_BIN2 AND [expires] > GETUTCDATE()")
+def run(url: str, threads: int, seconds: float, sql: str, params: list[dict[str, Any]], fetch: bool) -> float:
+    """Round trips per second summed over ``threads`` connections, each running for ``seconds``.
 
-
-def set_sql(table: str, sid: str, value: str) -> str:
-    cond = f"[sid] = N'{sid}' AND [sid] = N'{sid}' COLLATE Latin1_General_BIN2"
-    return (
-        "SET NOCOUNT ON; SET XACT_ABORT ON;\n"
-        "BEGIN TRANSACTION;\n"
-        f"UPDATE {table} WITH (UPDLOCK, SERIALIZABLE) SET [session] = N'{value}', "
-        f"[expires] = DATEADD(second, 3600, GETUTCDATE()) WHERE {cond};\n"
-        "IF @@ROWCOUNT = 0\n"
-        f"    INSERT INTO {table} ([sid], [session], [expires]) "
-        f"VALUES (N'{sid}', N'{value}', DATEADD(second, 3600, GETUTCDATE()));\n"
-        "COMMIT TRANSACTION;\n"
-        "SET NOCOUNT OFF;"
-    )
-
-
-def run(url: str, threads: int, seconds: float, make_sql: Callable[[int, int], str], fetch: bool) -> float:
-    """Round trips per second summed over ``threads`` connections, each running for ``seconds``."""
+    Connection ``n`` sends ``sql`` with ``params[n]`` (pymssql interpolates them, as for the store).
+    """
     counts = [0] * threads
     start = threading.Barrier(threads + 1)
     stop_at = [0.0]
@@ -62,7 +45,7 @@ def run(url: str, threads: int, seconds: float, make_sql: Callable[[int, int], s
         start.wait()
         i = 0
         while time.perf_counter() < stop_at[0]:
-            cursor.execute(make_sql(n, i))
+            cursor.execute(sql, params[n])
             if fetch:
                 cursor.fetchall()
             i += 1
@@ -100,22 +83,23 @@ def main() -> int:
         assert child.stdout is not None
         url = child.stdout.readline().strip()
     try:
-        table = f"[dbo].[bench_{uuid.uuid4().hex[:8]}]"
+        table = parse_table_name(f"bench_{uuid.uuid4().hex[:8]}")
+        statements = statements_for(table)
         conn = connect(url)
         cursor = conn.cursor()
-        cursor.execute(f"CREATE TABLE {table} ([sid] nvarchar(255) NOT NULL PRIMARY KEY, "
-                       "[session] nvarchar(max) NOT NULL, [expires] datetime NOT NULL)")
+        cursor.execute(create_table_sql(table))
+        gets = [{"sid": f"s{n}"} for n in range(16)]
+        sets = [{"sid": f"s{n}", "data": "x" * 200, "ttl": 3600} for n in range(16)]
         for n in range(16):
-            cursor.execute(set_sql(table, f"s{n}", "v" * 200))
-        value = "x" * 200
+            cursor.execute(statements.set, dict(sets[n], data="v" * 200))
         where = "in-process" if server is not None else ("external" if args.url else "child process")
         print(f"stand-in ({where}), {args.seconds:g} s per run")
         for threads in (1, 16):
-            rate = run(url, threads, args.seconds, lambda n, i: get_sql(table, f"s{n}"), True)
+            rate = run(url, threads, args.seconds, statements.get, gets, True)
             print(f"  PK SELECT   {threads:2d} connection(s): {rate:8.0f} round trips/s")
-            rate = run(url, threads, args.seconds, lambda n, i: set_sql(table, f"s{n}", value), False)
+            rate = run(url, threads, args.seconds, statements.set, sets, False)
             print(f"  upsert      {threads:2d} connection(s): {rate:8.0f} round trips/s")
-        cursor.execute(f"DROP TABLE {table}")
+        cursor.execute(drop_table_sql(table))
         conn.close()
     finally:
         if server is not None:

@@ -1,6 +1,51 @@
 """Shared test setup. The stand-in fixtures (mssql_server, mssql_url, standin, mssql_table) come from the
 beaker_mssql pytest plugin, registered once through the pytest11 entry point in pyproject.toml: do not
 list it in pytest_plugins here as well (pytest would refuse to register it twice).
+
+Plain helper functions (new_sid, wait_until, run_threads) are in tests/helpers.py.
 """
 
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any, Callable
+
+import pytest
+
+from beaker_mssql import MSSQLStore
+from beaker_mssql.config import parse_table_name
+from beaker_mssql.sql import drop_table_sql
+
 pytest_plugins = ["pytester"]  # tests/test_standin_server.py runs small pytest sessions in-process
+
+
+@pytest.fixture
+def make_store(mssql_url: str, mssql_table: str) -> Iterator[Callable[..., MSSQLStore]]:
+    """``make_store(**options)``: an MSSQLStore on the test's table and server, closed after the test.
+
+    ``url`` and ``table`` default to the fixtures'; any other option is passed through as given.
+    """
+    stores: list[MSSQLStore] = []
+
+    def make(**options: Any) -> MSSQLStore:
+        options.setdefault("url", mssql_url)
+        options.setdefault("table", mssql_table)
+        store = MSSQLStore(**options)
+        stores.append(store)
+        return store
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+@pytest.fixture
+def scratch_table(mssql_server: Any) -> Iterator[str]:
+    """A unique, *not yet created* table name (``t_...``) for tests that create the table themselves
+    (create_table, a deliberately malformed table); dropped afterwards if it exists."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    try:
+        yield name
+    finally:
+        mssql_server.execute(drop_table_sql(parse_table_name(name)))

@@ -223,6 +223,28 @@ def test_non_bmp_sid_longer_than_the_column_refused_before_any_request(
     assert count_rows(mssql_server, store.settings.table.quoted) == 0
 
 
+@pytest.mark.parametrize("units", [255, 256])
+def test_server_counts_nvarchar_length_in_utf16_code_units(
+    mssql_server: Any, mssql_table: str, units: int
+) -> None:
+    """What the store's own check mirrors: nvarchar(255) holds 255 UTF-16 code units, and an emoji is
+    two. SQL Server refuses 128 emoji (256 units) with error 2628; the stand-in must do the same, or
+    tests against it would pass for ids a real server rejects."""
+    sid = "😀" * (units // 2) + "x" * (units % 2)
+    insert = (
+        f"INSERT INTO {mssql_table} ([sid], [session], [expires]) "
+        f"VALUES (N'{sid}', N'x', DATEADD(second, 60, GETUTCDATE()))"
+    )
+    if units <= 255:
+        mssql_server.execute(insert)
+        assert count_rows(mssql_server, mssql_table) == 1
+    else:
+        with pytest.raises(Exception) as info:
+            mssql_server.execute(insert)
+        assert "2628" in str(info.value) or "truncated" in str(info.value).lower()
+        assert count_rows(mssql_server, mssql_table) == 0
+
+
 @pytest.mark.parametrize(
     "sid",
     ["", "x" * 256, "é" * 256, "a\x00b", "a\nb", "tab\there", "bell\x07", "del\x7f", "trailing ", "  "],

@@ -8,6 +8,7 @@ import time
 import pytest
 from beaker.cache import CacheManager, cache_regions
 from beaker.util import parse_cache_config_options
+from helpers import run_threads
 
 from beaker_mssql import SerializationError
 from beaker_mssql.namespace import MSSQLNamespaceManager, close_all, encode_part
@@ -194,10 +195,5 @@ def test_dogpile_createfunc_runs_once(mssql_url, mssql_table):
         return "value"
 
     results = []
-    threads = [threading.Thread(target=lambda: results.append(cache.get("k", createfunc=slow)))
-               for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    assert run_threads(lambda _: results.append(cache.get("k", createfunc=slow)), 4) == []
     assert results == ["value"] * 4 and len(calls) == 1

@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 import webtest
 from beaker.middleware import SessionMiddleware
+from helpers import run_threads
 
 from beaker_mssql import CorruptSessionError, MSSQLStore
 from beaker_mssql.namespace import close_all
@@ -219,28 +220,29 @@ def test_namespace_manager_construction_is_cheap(standin, mssql_table):
     assert standin.stats()["requests"] == 0 and standin.stats()["logins"] == 0
 
 
-def test_concurrent_requests(mssql_server, mssql_url, mssql_table):
-    import threading
+def test_options_are_parsed_once_per_process(mssql_url, mssql_table, monkeypatch):
+    """Beaker builds a namespace manager per request: after the first, no option parsing at all."""
+    import beaker_mssql.namespace as namespace
 
-    errors = []
+    parsed = []
+    real = namespace.parse_settings
+    monkeypatch.setattr(namespace, "parse_settings", lambda options: parsed.append(1) or real(options))
+    opts = {"url": mssql_url, "table": mssql_table, "data_dir": None, "digest_filenames": False}
+    managers = [namespace.MSSQLNamespaceManager(f"ns{i}", **opts) for i in range(5)]
+    assert len(parsed) == 1 and all(m.store is managers[0].store for m in managers)
+
+
+def test_concurrent_requests(mssql_server, mssql_url, mssql_table):
     results = {}
 
     def browser(i):
-        try:
-            web = make_app(mssql_url, mssql_table)
-            web.get("/set", f"v{i}")
-            for _ in range(5):
-                assert web.get("/").json["value"] == f"v{i}"
-            results[i] = web.get("/").json["id"]
-        except Exception as exc:  # pragma: no cover
-            errors.append(exc)
+        web = make_app(mssql_url, mssql_table)
+        web.get("/set", f"v{i}")
+        for _ in range(5):
+            assert web.get("/").json["value"] == f"v{i}"
+        results[i] = web.get("/").json["id"]
 
-    threads = [threading.Thread(target=browser, args=(i,)) for i in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert run_threads(browser, 16) == []
     stored = rows(mssql_server, mssql_table)
     assert all(sid in stored for sid in results.values()) and len(results) == 16
 
@@ -255,18 +257,23 @@ def test_entry_point_registration_without_import():
     assert out.strip() == "beaker_mssql.namespace.MSSQLNamespaceManager"
 
 
-def test_ini_strings_and_create_table(mssql_server, mssql_url):
-    table = "ini_" + uuid.uuid4().hex[:8]
-    web = make_app(mssql_url, table, create_table="true", pool_size="2", pool_max_overflow="1",
+def test_ini_strings_and_create_table(mssql_server, mssql_url, scratch_table):
+    web = make_app(mssql_url, scratch_table, create_table="true", pool_size="2", pool_max_overflow="1",
                    retries="0", use_utc="yes", ttl="600", pool_recycle="-1")
-    try:
-        sid = web.get("/set", "ini").json["id"]
-        assert web.get("/").json["value"] == "ini"
-        assert sid in rows(mssql_server, f"[dbo].[{table}]")
-    finally:
-        close_all()
-        quoted = f"[dbo].[{table}]"
-        mssql_server.execute(f"IF OBJECT_ID(N'{quoted}', N'U') IS NOT NULL DROP TABLE {quoted};")
+    sid = web.get("/set", "ini").json["id"]
+    assert web.get("/").json["value"] == "ini"
+    assert sid in rows(mssql_server, f"[dbo].[{scratch_table}]")
+
+
+def test_bad_option_fails_the_request_without_invalidating(mssql_url, mssql_table, recwarn):
+    """A configuration error is not corrupt data: no "Invalidating corrupt session", no new cookie."""
+    from beaker_mssql import ConfigurationError
+
+    web = make_app(mssql_url, mssql_table, ttl=-5, invalidate_corrupt=True)
+    web.set_cookie("beaker.session.id", uuid.uuid4().hex)
+    with pytest.raises(ConfigurationError, match="ttl"):
+        web.get("/")
+    assert not [w for w in recwarn if "Invalidating corrupt session" in str(w.message)]
 
 
 def test_database_error_on_load_fails_request_not_session(standin, mssql_table):

@@ -366,3 +366,39 @@ def test_pool_keeps_connections_under_sustained_load(
         f"{monitor.pool_connects} logins for {requests} requests: overflow connections are closed on "
         "release while other threads still need them"
     )
+
+
+def test_cache_value_is_created_once_under_concurrency(mssql_server: Any, mssql_table: str) -> None:
+    """16 threads ask a Beaker cache for the same missing key with a slow createfunc: the creation lock
+    (sp_getapplock, so it also holds across processes) lets exactly one thread create it; every thread
+    gets that value, and nothing deadlocks although the threads outnumber the pool."""
+    from beaker.cache import Cache
+
+    cache = Cache(
+        "dogpile",
+        type="ext:mssql",
+        url=mssql_server.url,
+        table=mssql_table,
+        pool_size=4,
+        pool_max_overflow=4,
+        pool_timeout=60,
+        serializer="json",
+    )
+    created: list[int] = []
+    lock = threading.Lock()
+    results: dict[int, Any] = {}
+
+    def create() -> dict[str, Any]:
+        with lock:
+            created.append(1)
+            n = len(created)
+        threading.Event().wait(0.3)  # slow enough that the others arrive while it runs
+        return {"made": n}
+
+    def client(n: int) -> None:
+        results[n] = cache.get_value("expensive", createfunc=create, expiretime=600)
+
+    errors = run_threads(client)
+    assert not errors, errors[:3]
+    assert len(created) == 1, f"createfunc ran {len(created)} times"
+    assert all(value == {"made": 1} for value in results.values()) and len(results) == THREADS

@@ -118,12 +118,23 @@ def test_connect_kwargs_autocommit():
     assert kwargs["autocommit"] is True and kwargs["port"] == "1433" and kwargs["server"] == "h"
 
 
-def test_bad_url():
+@pytest.mark.parametrize("url", [
+    "postgres://u:secret@h/db",
+    "u:secret@h/db",  # no scheme at all
+    "postgres://u:sec@ret@h/db",  # an unencoded @ in the password
+    "mssql://u:sec?ret@h/db",  # an unencoded ? in the password: the rest looks like a query
+    "mssql://u:sec?r=et@h/db",
+])
+def test_bad_url_never_shows_the_password(url):
     with pytest.raises(ConfigurationError) as info:
-        parse_settings({"url": "postgres://u:secret@h/db"})
-    assert "secret" not in str(info.value)
-    with pytest.raises(ConfigurationError, match="bogus"):
+        parse_settings({"url": url})
+    assert "ret" not in str(info.value)
+
+
+def test_bad_url():
+    with pytest.raises(ConfigurationError, match="bogus") as info:
         parse_url("mssql://h/db?bogus=1")
+    assert "tds_version" in str(info.value)  # says what is supported
 
 
 @pytest.mark.parametrize("text,schema,name", [

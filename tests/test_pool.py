@@ -9,10 +9,10 @@ SQL Server stand-in.
 from __future__ import annotations
 
 import threading
-import time
 
 import pymssql
 import pytest
+from helpers import run_threads, wait_until
 
 from beaker_mssql import PoolTimeoutError
 from beaker_mssql.config import parse_settings
@@ -29,14 +29,17 @@ class FakeConnection:
 
 
 class Connector:
-    def __init__(self, delay=0.0):
+    """Counts logins; with a ``barrier``, each login waits there until that many are in progress at once."""
+
+    def __init__(self, barrier=None):
         self.count = 0
-        self.delay = delay
+        self.barrier = barrier
         self.lock = threading.Lock()
 
     def __call__(self, **kwargs):
         assert kwargs["autocommit"] is True
-        time.sleep(self.delay)
+        if self.barrier is not None:
+            self.barrier.wait()
         with self.lock:
             self.count += 1
             return FakeConnection(self.count)
@@ -63,7 +66,6 @@ def test_lifo_reuse():
 def test_overflow_timeout_and_surplus_closed_when_idle():
     c = Connector()
     pool = make_pool(c, size=1, max_overflow=1, timeout=0.2)
-    pool.surplus_idle = 0.05
     a, b = pool.acquire(), pool.acquire()
     with pytest.raises(PoolTimeoutError, match="pool_size=1"):
         pool.acquire()
@@ -71,19 +73,25 @@ def test_overflow_timeout_and_surplus_closed_when_idle():
     assert stats["waits"] == 1 and stats["timeouts"] == 1 and stats["checked_out"] == 2
     pool.release(b)
     assert not b.connection.closed  # surplus stays while it may be needed again soon
-    time.sleep(0.1)
+    b.idle_since -= pool.surplus_idle + 1
     pool.release(a)  # the surplus sat idle too long: closed, the pool shrinks back to pool_size
     assert b.connection.closed and not a.connection.closed
     assert pool.stats()["size"] == 1 and pool.stats()["idle"] == 1
 
 
-def test_waiter_gets_released_connection():
-    pool = make_pool(Connector(), size=1, max_overflow=0, timeout=5)
-    a = pool.acquire()
+def acquire_in_thread(pool):
+    """Start a thread calling ``pool.acquire()``; return it and its result list once it is waiting."""
     got = []
     t = threading.Thread(target=lambda: got.append(pool.acquire()))
     t.start()
-    time.sleep(0.1)
+    assert wait_until(lambda: pool.stats()["waits"] == 1)
+    return t, got
+
+
+def test_waiter_gets_released_connection():
+    pool = make_pool(Connector(), size=1, max_overflow=0, timeout=5)
+    a = pool.acquire()
+    t, got = acquire_in_thread(pool)
     pool.release(a)
     t.join(5)
     assert got and got[0].connection is a.connection
@@ -94,12 +102,7 @@ def test_overflow_kept_while_others_wait():
     c = Connector()
     pool = make_pool(c, size=1, max_overflow=1, timeout=5)
     _a, b = pool.acquire(), pool.acquire()  # b is the overflow connection
-    got = []
-    t = threading.Thread(target=lambda: got.append(pool.acquire()))
-    t.start()
-    deadline = time.monotonic() + 5
-    while pool.stats()["waits"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    t, got = acquire_in_thread(pool)
     pool.release(b)  # someone is waiting: hand it over instead of closing it
     t.join(5)
     assert got and got[0].connection is b.connection and not b.connection.closed
@@ -133,17 +136,13 @@ def test_broken_connection_discarded():
 
 
 def test_logins_happen_outside_the_lock():
-    c = Connector(delay=0.3)
+    # Every login waits until all 8 are in progress: that only completes if they run concurrently
+    # (under the pool lock the first would wait alone and the barrier would break).
+    c = Connector(barrier=threading.Barrier(8, timeout=10))
     pool = make_pool(c, size=8)
     results = []
-    start = time.monotonic()
-    threads = [threading.Thread(target=lambda: results.append(pool.acquire())) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    assert run_threads(lambda _: results.append(pool.acquire()), 8) == []
     assert len(results) == 8 and c.count == 8
-    assert time.monotonic() - start < 8 * 0.3  # concurrent, not serialized
 
 
 def test_failed_login_frees_the_slot():

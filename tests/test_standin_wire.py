@@ -5,27 +5,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 from datetime import datetime
 from typing import Any
 
 import pymssql
 import pytest
+from helpers import run_threads, wait_until
 from standin_raw import RawClient, is_attention_ack
 
 from beaker_mssql.testing import SQLServerStandIn, tds
 
 pytestmark = pytest.mark.standin_only
-
-
-def _wait(predicate: Any, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 # -- login ----------------------------------------------------------------------------------------------
@@ -352,7 +343,7 @@ def test_attention_cancels_a_batch_blocked_on_a_lock(standin: SQLServerStandIn, 
         before = stats["per_connection"][spid]["requests"]
         attentions = stats["attentions"]  # pymssql's connect() sends one ATTENTION of its own
         raw.send_batch(f"UPDATE {mssql_table} SET [session] = N'raw' WHERE [sid] = N'k'")
-        assert _wait(lambda: standin.stats()["per_connection"][spid]["requests"] > before)
+        assert wait_until(lambda: standin.stats()["per_connection"][spid]["requests"] > before)
         time.sleep(0.2)  # let it reach the lock wait
         raw.attention()
         reply = raw.read_message()
@@ -424,24 +415,14 @@ def test_pymssql_close_rolls_back_its_transaction(standin: SQLServerStandIn, mss
 
 
 def test_connections_from_many_threads(standin: SQLServerStandIn) -> None:
-    errors: list[BaseException] = []
-
     def work(n: int) -> None:
-        try:
-            with standin.connect(autocommit=True) as conn:
-                cursor = conn.cursor()
-                for i in range(20):
-                    cursor.execute("SELECT %d", (n * 100 + i,))
-                    assert cursor.fetchone() == (n * 100 + i,)
-        except BaseException as exc:  # reported below
-            errors.append(exc)
+        with standin.connect(autocommit=True) as conn:
+            cursor = conn.cursor()
+            for i in range(20):
+                cursor.execute("SELECT %d", (n * 100 + i,))
+                assert cursor.fetchone() == (n * 100 + i,)
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert errors == []
+    assert run_threads(work, 8) == []
     assert standin.stats()["logins"] == 8
 
 

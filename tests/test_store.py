@@ -7,32 +7,25 @@ import threading
 import uuid
 
 import pytest
+from helpers import new_sid as sid
+from helpers import run_threads
 
 from beaker_mssql import (
     InvalidSessionId,
-    MSSQLStore,
     SidCaseConflictError,
     TableMissingError,
 )
-from beaker_mssql.config import parse_table_name
 
 
 @pytest.fixture
-def store(mssql_url, mssql_table):
-    s = MSSQLStore(url=mssql_url, table=mssql_table, pool_size=2, ttl=3600)
-    yield s
-    s.close()
+def store(make_store):
+    return make_store(pool_size=2, ttl=3600)
 
 
-def sid():
-    return uuid.uuid4().hex
-
-
-def test_construction_does_no_io(mssql_table):
+def test_construction_does_no_io(make_store):
     # A closed port: constructing must not try it.
-    s = MSSQLStore(url="mssql://u:p@127.0.0.1:1/db", table=mssql_table)
+    s = make_store(url="mssql://u:p@127.0.0.1:1/db")
     assert s.pool.stats()["connects"] == 0
-    s.close()
 
 
 def test_get_set_overwrite(store):
@@ -73,15 +66,12 @@ def test_length_all_clear(store):
     assert store.length() == 0 and store.all() == {}
 
 
-def test_clear_in_batches(mssql_url, mssql_table):
-    s = MSSQLStore(url=mssql_url, table=mssql_table, auto_remove_batch_size=3)
-    try:
-        for _ in range(7):
-            s.set(sid(), "x")
-        assert s.clear() == 7
-        assert s.length() == 0
-    finally:
-        s.close()
+def test_clear_in_batches(make_store):
+    s = make_store(auto_remove_batch_size=3)
+    for _ in range(7):
+        s.set(sid(), "x")
+    assert s.clear() == 7
+    assert s.length() == 0
 
 
 def test_sid_is_case_sensitive(store, caplog):
@@ -108,15 +98,21 @@ def test_invalid_sids_rejected_before_sending(store, bad):
     assert store.pool.stats()["connects"] == 0  # nothing was sent
 
 
-def test_invalid_sid_not_sent_counts(standin, mssql_table):
-    s = MSSQLStore(url=standin.url, table=mssql_table)
-    try:
-        standin.reset_stats()
-        with pytest.raises(InvalidSessionId):
-            s.set("x" * 300, "x")
-        assert standin.stats()["requests"] == 0 and standin.stats()["logins"] == 0
-    finally:
-        s.close()
+def test_refused_sid_is_not_logged_whole(store, caplog):
+    caplog.set_level(logging.WARNING, logger="beaker_mssql.security")
+    live = sid()
+    with pytest.raises(InvalidSessionId) as info:
+        store.get(live + " ")  # a live id with a trailing space: must not end up in a log whole
+    assert live[:8] in caplog.text
+    assert live not in caplog.text and live not in str(info.value)
+
+
+def test_invalid_sid_not_sent_counts(standin, make_store):
+    s = make_store()
+    standin.reset_stats()
+    with pytest.raises(InvalidSessionId):
+        s.set("x" * 300, "x")
+    assert standin.stats()["requests"] == 0 and standin.stats()["logins"] == 0
 
 
 def test_max_length_sid_ok(store):
@@ -125,50 +121,41 @@ def test_max_length_sid_ok(store):
     assert store.get(k) == "x"
 
 
-def test_set_is_one_round_trip(standin, mssql_table):
-    s = MSSQLStore(url=standin.url, table=mssql_table)
-    try:
-        k = sid()
-        s.set(k, "warm-up")  # login
-        standin.reset_stats()
-        s.set(k, "again")
-        s.set(sid(), "new row")
-        assert s.get(k) == "again"
-        stats = standin.stats()
-        assert stats["requests"] == 3 and stats["logins"] == 0
-    finally:
-        s.close()
+def test_set_is_one_round_trip(standin, make_store):
+    s = make_store()
+    k = sid()
+    s.set(k, "warm-up")  # login
+    standin.reset_stats()
+    s.set(k, "again")
+    s.set(sid(), "new row")
+    assert s.get(k) == "again"
+    stats = standin.stats()
+    assert stats["requests"] == 3 and stats["logins"] == 0
 
 
-def test_expiry_uses_server_clock(standin, mssql_table):
-    s = MSSQLStore(url=standin.url, table=mssql_table)
-    try:
-        k = sid()
-        s.set(k, "x", ttl=60)
-        s.set(sid(), "long", ttl=3600)
-        standin.clock.advance(61)
-        assert s.get(k) is None  # never returns an expired row
-        assert s.touch(k) is False
-        assert s.length() == 1 and len(s.all()) == 1
-        assert s.destroy_expired() == 1
-        assert s.stats()["expired"] == 0
-    finally:
-        s.close()
+def test_expiry_uses_server_clock(standin, make_store):
+    s = make_store()
+    k = sid()
+    s.set(k, "x", ttl=60)
+    s.set(sid(), "long", ttl=3600)
+    standin.clock.advance(61)
+    assert s.get(k) is None  # never returns an expired row
+    assert s.touch(k) is False
+    assert s.length() == 1 and len(s.all()) == 1
+    assert s.destroy_expired() == 1
+    assert s.stats()["expired"] == 0
 
 
-def test_destroy_expired_batches_and_progress(standin, mssql_table):
-    s = MSSQLStore(url=standin.url, table=mssql_table)
-    try:
-        for _ in range(25):
-            s.set(sid(), "x", ttl=10)
-        s.set(sid(), "live", ttl=1000)
-        standin.clock.advance(11)
-        seen = []
-        assert s.destroy_expired(batch_size=10, progress=seen.append) == 25
-        assert seen == [10, 20, 25]
-        assert s.length() == 1
-    finally:
-        s.close()
+def test_destroy_expired_batches_and_progress(standin, make_store):
+    s = make_store()
+    for _ in range(25):
+        s.set(sid(), "x", ttl=10)
+    s.set(sid(), "live", ttl=1000)
+    standin.clock.advance(11)
+    seen = []
+    assert s.destroy_expired(batch_size=10, progress=seen.append) == 25
+    assert seen == [10, 20, 25]
+    assert s.length() == 1
 
 
 def test_stats(store):
@@ -179,99 +166,63 @@ def test_stats(store):
     assert stats["server_time"] is not None and stats["newest_expires"] is not None
 
 
-def test_table_missing_says_how_to_create(mssql_url):
-    s = MSSQLStore(url=mssql_url, table="no_such_table_" + uuid.uuid4().hex[:8])
-    try:
-        with pytest.raises(TableMissingError) as info:
-            s.get(sid())
-        message = str(info.value)
-        assert "beaker-mssql create-table" in message and "create_table = true" in message
-        assert "sql/create_sessions.sql" in message
-    finally:
-        s.close()
+def test_table_missing_says_how_to_create(make_store):
+    s = make_store(table="no_such_table_" + uuid.uuid4().hex[:8])
+    with pytest.raises(TableMissingError) as info:
+        s.get(sid())
+    message = str(info.value)
+    assert "beaker-mssql create-table" in message and "create_table = true" in message
+    assert "sql/create_sessions.sql" in message
 
 
-def test_create_table_on_first_use_once(mssql_server, mssql_url):
-    name = "auto_" + uuid.uuid4().hex[:8]
-    table = parse_table_name(name)
-    a = MSSQLStore(url=mssql_url, table=name, create_table="true")
-    b = MSSQLStore(url=mssql_url, table=name, create_table=True)
-    try:
-        k = sid()
-        a.set(k, "x")
-        assert b.get(k) == "x"
-        assert a.check_table() == []
-        a.create_table()  # idempotent
-    finally:
-        a.close()
-        b.close()
-        mssql_server.execute(f"IF OBJECT_ID(N'{table.quoted}', N'U') IS NOT NULL DROP TABLE {table.quoted};")
+def test_create_table_on_first_use_once(make_store, scratch_table):
+    a = make_store(table=scratch_table, create_table="true")
+    b = make_store(table=scratch_table, create_table=True)
+    k = sid()
+    a.set(k, "x")
+    assert b.get(k) == "x"
+    assert a.check_table() == []
+    a.create_table()  # idempotent
 
 
-def test_check_table_reports_problems(mssql_server, mssql_url):
-    name = "bad_" + uuid.uuid4().hex[:8]
+def test_check_table_reports_problems(mssql_server, make_store, scratch_table):
     mssql_server.execute(
-        f"CREATE TABLE [dbo].[{name}] ([sid] nvarchar(50) NULL, [session] nvarchar(max) NOT NULL)"
+        f"CREATE TABLE [dbo].[{scratch_table}] ([sid] nvarchar(50) NULL, [session] nvarchar(max) NOT NULL)"
     )
-    s = MSSQLStore(url=mssql_url, table=name)
-    try:
-        problems = s.check_table()
-        text = "\n".join(problems)
-        assert "[expires] is missing" in text and "primary key" in text and "[sid]" in text
-    finally:
-        s.close()
-        mssql_server.execute(f"DROP TABLE [dbo].[{name}]")
-    missing = MSSQLStore(url=mssql_url, table="nope_" + uuid.uuid4().hex[:6])
+    problems = make_store(table=scratch_table).check_table()
+    text = "\n".join(problems)
+    assert "[expires] is missing" in text and "primary key" in text and "[sid]" in text
+    missing = make_store(table="nope_" + uuid.uuid4().hex[:6])
     assert missing.check_table()[0].endswith("does not exist")
-    missing.close()
 
 
 def test_concurrent_threads(store):
     shared = sid()
-    errors = []
     own = {}
 
     def work(i):
-        try:
-            mine = sid()
-            own[i] = mine
-            for n in range(10):
-                store.set(shared, f"{i}-{n}")
-                store.set(mine, f"v{n}")
-                assert store.get(mine) == f"v{n}"
-                assert store.get(shared) is not None
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        mine = sid()
+        own[i] = mine
+        for n in range(10):
+            store.set(shared, f"{i}-{n}")
+            store.set(mine, f"v{n}")
+            assert store.get(mine) == f"v{n}"
+            assert store.get(shared) is not None
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert run_threads(work, 16) == []
     assert all(store.get(v) == "v9" for v in own.values())
     assert store.length() == 17
 
 
-def test_first_uses_concurrent(mssql_url, mssql_table):
-    s = MSSQLStore(url=mssql_url, table=mssql_table, pool_size=8)
-    errors = []
+def test_first_uses_concurrent(make_store):
+    s = make_store(pool_size=8)
     barrier = threading.Barrier(8)
 
-    def first():
-        try:
-            barrier.wait()
-            s.get(sid())
-        except Exception as exc:  # pragma: no cover
-            errors.append(exc)
+    def first(_):
+        barrier.wait()
+        s.get(sid())
 
-    threads = [threading.Thread(target=first) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    s.close()
-    assert errors == []
+    assert run_threads(first, 8) == []
 
 
 def test_applock_exclusive(store):

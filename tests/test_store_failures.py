@@ -3,33 +3,14 @@
 from __future__ import annotations
 
 import logging
-import uuid
 
 import pytest
+from helpers import new_sid as sid
+from helpers import run_threads
 
-from beaker_mssql import ConnectionFailedError, DatabaseError, MSSQLStore, PoolTimeoutError
+from beaker_mssql import ConnectionFailedError, DatabaseError, PoolTimeoutError
 
 GET = r"SELECT \[session\]"
-
-
-@pytest.fixture
-def make_store(standin, mssql_table):
-    stores = []
-
-    def make(**options):
-        options.setdefault("url", standin.url)
-        options.setdefault("table", mssql_table)
-        s = MSSQLStore(**options)
-        stores.append(s)
-        return s
-
-    yield make
-    for s in stores:
-        s.close()
-
-
-def sid():
-    return uuid.uuid4().hex
 
 
 def warm(store):
@@ -158,19 +139,7 @@ def test_pool_timeout_through_store(standin, make_store):
     reported = []
     s.events.on("session_error", lambda exc, method: reported.append((type(exc).__name__, method)))
     lock = s.acquire_applock("hold")  # pins the only connection to this thread
-    import threading
-
-    err = []
-
-    def other():
-        try:
-            s.get(sid())
-        except Exception as exc:
-            err.append(exc)
-
-    t = threading.Thread(target=other)
-    t.start()
-    t.join()
+    err = run_threads(lambda _: s.get(sid()), 1)  # another thread finds no free connection
     lock.release()
     assert err and isinstance(err[0], PoolTimeoutError)
     assert "pool_size" in str(err[0])

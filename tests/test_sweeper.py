@@ -3,33 +3,11 @@
 from __future__ import annotations
 
 import threading
-import time
-import uuid
 
-import pytest
+from helpers import new_sid as sid
+from helpers import wait_until
 
-from beaker_mssql import MSSQLStore
 from beaker_mssql.sweeper import Sweeper, sweeper_for
-
-
-def sid():
-    return uuid.uuid4().hex
-
-
-@pytest.fixture
-def make_store(standin, mssql_table):
-    stores = []
-
-    def make(**options):
-        options.setdefault("url", standin.url)
-        options.setdefault("table", mssql_table)
-        s = MSSQLStore(**options)
-        stores.append(s)
-        return s
-
-    yield make
-    for s in stores:
-        s.close()
 
 
 def fill(store, expired, live, server):
@@ -106,10 +84,7 @@ def test_background_thread_runs_and_stops(standin, make_store):
     assert done.wait(5)
     assert s.stats()["expired"] == 0
     s.close()
-    deadline = time.monotonic() + 5
-    while sweeper.alive and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not sweeper.alive
+    assert wait_until(lambda: not sweeper.alive)
 
 
 def test_one_sweeper_per_connection_and_table(standin, make_store):

@@ -161,10 +161,10 @@ class _Connection:
                         return
                 else:
                     self._count_request()
-                    self._send(tds.message_token(
+                    self._send(tds.error_reply(
                         Message(50000, 16, 1, f"The stand-in does not support TDS packet type {ptype} "
                                               "(RPC, bulk load, transaction manager): send SQL batches."),
-                        SERVER_NAME) + tds.done(tds.DONE_ERROR))
+                        SERVER_NAME))
         except (OSError, tds.ProtocolError) as exc:
             if not self.closed.is_set():
                 log.debug("connection %d: worker stops: %s", self.number, exc)
@@ -188,24 +188,20 @@ class _Connection:
         server = self.server
         login = tds.parse_login7(payload)
         self.tds_version = tds.negotiate_tds_version(login.tds_version)
-        errors: list[SQLError] = []
-        refusal = server.faults.take_login_refusal(login.user, login.database)
-        if refusal is not None:
-            errors.append(refusal)
-        elif not server._check_credentials(login.user, login.password):
-            errors.append(make_error(18456, login.user))
-        else:
+        error = server.faults.take_login_refusal(login.user, login.database)
+        if error is None and not server._check_credentials(login.user, login.password):
+            error = make_error(18456, login.user)
+        if error is None:
             try:
                 self.session = server._engine_connect(login.database or None, login.user)
             except SQLError as exc:
                 # SQL Server adds 18456 after 4060; pymssql would then report 18456 and hide the
                 # useful number, so the stand-in sends only the database error.
-                errors.append(exc)
-        if errors:
-            server._count_login(ok=False, error=errors[0].number)
-            self._send(b"".join(tds.message_token(e.to_message(), SERVER_NAME) for e in errors)
-                       + tds.done(tds.DONE_ERROR))
-            log.info("refused login of %r (error %d)", login.user, errors[0].number)
+                error = exc
+        if error is not None:
+            server._count_login(ok=False, error=error.number)
+            self._send(tds.error_reply(error.to_message(), SERVER_NAME))
+            log.info("refused login of %r (error %d)", login.user, error.number)
             return False
         assert self.session is not None
         self.spid = self.session.session_id
@@ -497,12 +493,7 @@ class SQLServerStandIn:
 
     def connect(self, **kwargs: Any) -> Any:
         """A pymssql connection to this server (keyword arguments go to ``pymssql.connect``)."""
-        import pymssql
-
-        params: dict[str, Any] = {"server": self.host, "port": str(self.port), "user": self.user,
-                                  "password": self.password, "database": self.database}
-        params.update(kwargs)
-        return pymssql.connect(**params)
+        return _pymssql_connect(self, **kwargs)
 
     def stats(self) -> dict[str, Any]:
         """Counters since start or the last reset_stats(); ``per_connection`` is keyed by SPID."""
@@ -540,7 +531,7 @@ class SQLServerStandIn:
         self.reset_stats()
 
     def wait_for_connections(self, count: int = 0, timeout: float = 5.0) -> bool:
-        """Wait until ``connections_open`` == ``count``; True if it got there.
+        """Wait until exactly ``count`` client sockets are open (logged in or not); True if it got there.
 
         A client's close() returns before the server has seen the socket go, so tests that count
         connections (or need a dropped client's transaction rolled back) wait here first.
@@ -581,6 +572,19 @@ class SQLServerStandIn:
     __str__ = __repr__
 
 
+def _pymssql_connect(server: SQLServerStandIn | RealServer, **kwargs: Any) -> Any:
+    """``pymssql.connect`` to ``server`` with its credentials; ``kwargs`` add to or override them.
+
+    pymssql is imported here, not at module level: the wire protocol and engine need no driver.
+    """
+    import pymssql
+
+    params: dict[str, Any] = {"server": server.host, "port": str(server.port), "user": server.user,
+                              "password": server.password, "database": server.database}
+    params.update(kwargs)
+    return pymssql.connect(**params)
+
+
 class RealServer:
     """The same surface as SQLServerStandIn for a real SQL Server named by a URL (no clock, faults, stats)."""
 
@@ -589,7 +593,8 @@ class RealServer:
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("mssql", "mssql+pymssql", "sqlserver"):
-            raise ValueError("a SQL Server URL looks like mssql://user:password@host:1433/database")
+            raise ValueError(f"BEAKER_MSSQL_TEST_URL has the scheme {parts.scheme!r}; a SQL Server URL "
+                             "looks like mssql://user:password@host:1433/database")
         self.url = url
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 1433
@@ -598,12 +603,8 @@ class RealServer:
         self.database = parts.path.lstrip("/") or "master"
 
     def connect(self, **kwargs: Any) -> Any:
-        import pymssql
-
-        params: dict[str, Any] = {"server": self.host, "port": str(self.port), "user": self.user,
-                                  "password": self.password, "database": self.database}
-        params.update(kwargs)
-        return pymssql.connect(**params)
+        """A pymssql connection to this server (keyword arguments go to ``pymssql.connect``)."""
+        return _pymssql_connect(self, **kwargs)
 
     def execute(self, sql: str) -> list[tuple[Any, ...]]:
         """Run ``sql`` with autocommit; the rows of every result set."""

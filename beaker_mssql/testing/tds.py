@@ -329,8 +329,9 @@ def login_response(database: str, packet_size: int, tds_version: int, server_nam
     ))
 
 
-def login_error(msg: Message, server_name: str) -> bytes:
-    """ERROR token(s) + DONE(ERROR): the server closes the connection after this."""
+def error_reply(msg: Message, server_name: str) -> bytes:
+    """ERROR token + DONE(ERROR): the whole answer to a request that failed before any SQL ran
+    (a refused LOGIN7, after which the server closes the connection; an unsupported packet type)."""
     return message_token(msg, server_name) + done(DONE_ERROR)
 
 
@@ -466,7 +467,8 @@ def _fits(column: Column, rows: list[tuple[Any, ...]], index: int) -> bool:
         limit = 2 * max(column.length, 1)  # bytes on the wire
         for row in rows:
             value = row[index]
-            if value is not None and 2 * len(value) > limit // 2 and len(value.encode("utf-16-le")) > limit:
+            # UTF-16 takes 2 or 4 bytes a character: only a value that might not fit gets encoded.
+            if value is not None and 4 * len(value) > limit and len(value.encode("utf-16-le")) > limit:
                 return False
     elif column.type is SqlType.VARBINARY:
         limit = max(column.length, 1)
@@ -560,7 +562,6 @@ def encode_events(events: list[Any], server_name: str) -> bytes:
             parts[last_done_part] = _DONE.pack(token, status | DONE_MORE, curcmd, count)
         parts.append(done(DONE_ERROR if error_seen else DONE_FINAL))
     return b"".join(parts)
-
 
 
 # -- client side (tests, health checks) -------------------------------------------------------------
