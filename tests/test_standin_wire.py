@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from datetime import datetime
 from typing import Any
 
@@ -344,7 +343,8 @@ def test_attention_cancels_a_batch_blocked_on_a_lock(standin: SQLServerStandIn, 
         attentions = stats["attentions"]  # pymssql's connect() sends one ATTENTION of its own
         raw.send_batch(f"UPDATE {mssql_table} SET [session] = N'raw' WHERE [sid] = N'k'")
         assert wait_until(lambda: standin.stats()["per_connection"][spid]["requests"] > before)
-        time.sleep(0.2)  # let it reach the lock wait
+        # Cancel only once the batch really waits on the holder's lock (the engine's wait-for graph).
+        assert wait_until(lambda: spid in standin.engine.locks.waits)
         raw.attention()
         reply = raw.read_message()
         assert is_attention_ack(reply), reply[:40]
