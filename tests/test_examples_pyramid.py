@@ -116,7 +116,7 @@ def test_login_requires_the_csrf_token(settings):
     assert app.get("/whoami").json["user"] is None
 
 
-def test_logout_deletes_the_row_and_the_cookie(settings, mssql_server, mssql_table):
+def test_logout_deletes_the_row_and_starts_a_new_id(settings, mssql_server, mssql_table):
     app = browser(settings)
     login(app, "bob")
     sid = sid_of(app)
