@@ -36,7 +36,7 @@ from beaker.synchronization import SynchronizerImpl
 from beaker_mssql.config import Settings, parse_settings
 from beaker_mssql.errors import CorruptSessionError, InvalidSessionId, LockNotGrantedError, MSSQLStoreError
 from beaker_mssql.events import logger
-from beaker_mssql.payload import decode_session, encode_session
+from beaker_mssql.payload import decode_session, encode_session, is_emptied_session
 from beaker_mssql.pool import ConnectionPool
 from beaker_mssql.sql import NO_EXPIRY_SECONDS
 from beaker_mssql.store import AppLock, MSSQLStore, validate_sid
@@ -247,7 +247,10 @@ class MSSQLNamespaceManager(NamespaceManager):  # type: ignore[misc]
         self._local.memo = None
         sid = self._sid(key)
         if self._is_session(key):
-            self.store.set(sid, encode_session(value))
+            if is_emptied_session(value):  # session.delete(): see payload.is_emptied_session
+                self.store.destroy(sid)
+            else:
+                self.store.set(sid, encode_session(value))
             return
         text = self.store.serializer.dumps(value, key)
         if expiretime is not None:

@@ -66,6 +66,34 @@ def encode_session(blob: str) -> str:
     return blob
 
 
+# What Beaker leaves in a session after ``session.delete()``: the cookie bookkeeping it writes back
+# while expiring the cookie, nothing of the application's.
+_EMPTIED_SESSION_KEYS = frozenset({"_domain", "_path", "_expires"})
+_EMPTIED_BLOB_MAX = 512  # an emptied session serializes to well under this; real ones rarely do
+
+
+def is_emptied_session(blob: str) -> bool:
+    """True when Beaker's blob holds an emptied session (``session.delete()``, ``clear()`` + save).
+
+    Beaker (1.12 and later) serializes before its ``if not data: del namespace['session']`` check, so
+    that deletion never fires and the emptied dict would be saved under the live id. Recognising it
+    lets the backend delete the row instead, as Beaker meant. The blob comes from Beaker in this
+    process (not from the database), so unpickling it is safe; only short blobs are looked at, so
+    the hot path pays nothing for ordinary sessions. Encrypted blobs are never recognised.
+    """
+    if len(blob) > _EMPTIED_BLOB_MAX or not _B64_TEXT.fullmatch(blob):
+        return False
+    try:
+        raw = base64.b64decode(blob, validate=True)
+        if raw.startswith(b"\x80"):
+            data = pickle.loads(raw)  # noqa: S301 - Beaker's own in-process output, see docstring
+        else:
+            data = json.loads(zlib.decompress(raw).decode("utf-8"))
+    except Exception:  # anything that is not Beaker's plain pickle/json: not an emptied session
+        return False
+    return isinstance(data, dict) and set(data) <= _EMPTIED_SESSION_KEYS
+
+
 def decode_session(text: str, sid: str = "") -> str:
     """Column text -> the blob Beaker expects. Raises :class:`CorruptSessionError` on garbage."""
     if text.startswith("{"):

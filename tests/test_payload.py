@@ -107,3 +107,29 @@ def test_corrupt_cache_rows():
     with pytest.raises(CorruptSessionError):
         CacheSerializer("json").loads("{", key="k")
     assert pickle.loads(base64.b64decode(CacheSerializer().dumps(3))) == 3
+
+
+def _beaker_blob(data, serializer):
+    from beaker.util import JsonSerializer, PickleSerializer
+
+    raw = (JsonSerializer() if serializer == "json" else PickleSerializer()).dumps(data)
+    return base64.b64encode(raw).decode("ascii")
+
+
+@pytest.mark.parametrize("serializer", ["json", "pickle"])
+def test_emptied_session_is_recognised(serializer):
+    from beaker_mssql.payload import is_emptied_session
+
+    assert is_emptied_session(_beaker_blob({}, serializer))
+    assert is_emptied_session(_beaker_blob({"_domain": None, "_path": "/"}, serializer))
+    # Anything the application stored, or Beaker's access times, keeps the row.
+    assert not is_emptied_session(_beaker_blob({"_path": "/", "user": "bob"}, serializer))
+    assert not is_emptied_session(_beaker_blob({"_accessed_time": 1.0, "_creation_time": 1.0}, serializer))
+    assert not is_emptied_session(_beaker_blob({"_path": "/", "pad": "x" * 600}, serializer))
+
+
+def test_emptied_session_never_matches_garbage_or_encrypted_text():
+    from beaker_mssql.payload import is_emptied_session
+
+    for blob in ["", "not base64!", "QUJD", base64.b64encode(b"\x80\x02garbage").decode(), "{}"]:
+        assert not is_emptied_session(blob)

@@ -3,8 +3,10 @@ what every framework needs.
 
 Why :func:`end_session` exists: Beaker's ``session.delete()`` clears the dict and expires the cookie,
 but since Beaker 1.12 the emptied session is then *saved* under the same id (it serializes before it
-checks for emptiness), so a logged-out session's row stays until it expires. That is harmless for
-secrecy (the data is gone) but leaves the id alive: a stolen cookie value still names a row.
+checks for emptiness). The namespace manager turns that save into a DELETE for unencrypted sessions
+(:func:`beaker_mssql.payload.is_emptied_session`); an encrypted one cannot be recognised, and its row
+would stay until it expires, leaving the id alive. ``end_session`` deletes the row whatever the
+serializer, and also moves to a new id (login: no session fixation).
 """
 
 from __future__ import annotations
