@@ -234,9 +234,7 @@ def run() -> Section:
         + "\n\n"
         + churn
         + "Full-size concurrency runs (tests/test_concurrency.py asserts the same with the stand-in "
-        "in-process):\n\n"
-        + "\n".join(checks)
-        + "\n"
+        "in-process):\n\n" + "\n".join(checks) + "\n"
     )
     return Section("Throughput with 1, 4 and 16 threads", COMMAND, body, {"runs": results})
 

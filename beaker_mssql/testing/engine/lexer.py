@@ -170,6 +170,14 @@ _FAST_RE = re.compile(
 )
 
 
+# Every match of _FAST_RE starts with one of these characters, or with N/n right before a quote. Python's
+# ``re`` cannot skip ahead for _FAST_RE itself (its alternatives start with look-behinds and classes), so
+# finditer runs all eight alternatives at every character: ~90 us for an 800-character upsert batch.
+# This one-class pattern is searched in C at memchr-like speed, and _FAST_RE is then tried only where a
+# match can start, which finds exactly the matches finditer would (see scan_literals).
+_CANDIDATE_RE = re.compile(r"[-\[\"'0-9.]")
+
+
 def scan_literals(text: str) -> tuple[str, list[LiteralValue], list[str]]:
     """Return (shape key, literal values, literal source texts). Raises SQLError for unterminated strings."""
     if "/*" in text:
@@ -178,27 +186,48 @@ def scan_literals(text: str) -> tuple[str, list[LiteralValue], list[str]]:
     values: list[LiteralValue] = []
     raws: list[str] = []
     last = 0
-    for m in _FAST_RE.finditer(text):
+    pos = 0
+    candidate = _CANDIDATE_RE.search
+    match = _FAST_RE.match
+    # Same matches as ``_FAST_RE.finditer(text)``: finditer tries each position from ``pos`` on and takes
+    # the first that matches (no alternative matches the empty string). A position can only match if its
+    # character is in _CANDIDATE_RE, or is N/n directly before a quote (N'...' or a bad N'); so try the
+    # candidates in order, and before a quote the N/n in front of it if no earlier match consumed it.
+    # ``match`` at a position still sees the text before it, so the look-behinds behave as in finditer.
+    while True:
+        c = candidate(text, pos)
+        if c is None:
+            break
+        p = c.start()
+        m = None
+        if p > pos and text[p] == "'" and text[p - 1] in "Nn":
+            m = match(text, p - 1)
+        if m is None:
+            m = match(text, p)
+            if m is None:
+                pos = p + 1
+                continue
+        pos = m.end()
         group = m.lastgroup
         if group is None:
             continue
-        pos = m.start()
+        start = m.start()
         raw = m.group()
         if group == "badstr":
-            line = text.count("\n", 0, pos) + 1
-            body = text[pos + (2 if raw[0] in "Nn" else 1) :]
+            line = text.count("\n", 0, start) + 1
+            body = text[start + (2 if raw[0] in "Nn" else 1) :]
             raise SQLError(105, f"Unclosed quotation mark after the character string '{body}'.", 15, 1, line)
         kind, value = _literal(group, raw)
         if kind in (LIT_NSTR, LIT_STR, LIT_HEX) and len(value) > (  # type: ignore[arg-type]
             4000 if kind == LIT_NSTR else 8000
         ):
             kind += "m"
-        parts.append(text[last:pos])
+        parts.append(text[last:start])
         nl = raw.count("\n") if kind[0] in "NS" else 0
         parts.append(f"\x00{kind}{nl}\x00" if nl else f"\x00{kind}\x00")
         values.append(value)
         raws.append(raw)
-        last = m.end()
+        last = pos
     parts.append(text[last:])
     return "".join(parts), values, raws
 
