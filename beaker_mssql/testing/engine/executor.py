@@ -168,8 +168,9 @@ def make_assign(t: Table, col: ColumnInfo, ce: CE, verb: str) -> Fn:
             v = convert(v, src, conv_t)
         elif is_int and src.kind != dst.kind:
             v = convert(v, src, dst)
-        if limit and len(v) > limit:
-            if isinstance(v, str) and v[limit:].strip(" ") == "":
+        if limit and _length(v) > limit:
+            # Only trailing spaces beyond the limit: SQL Server trims them silently.
+            if isinstance(v, str) and v[limit:].strip(" ") == "" and _length(v[:limit]) <= limit:
                 v = v[:limit]
             else:
                 shown = v[:limit] if isinstance(v, str) else "0x" + v[:limit].hex().upper()
@@ -183,6 +184,17 @@ def make_assign(t: Table, col: ColumnInfo, ce: CE, verb: str) -> Fn:
         return v
 
     return assign
+
+
+def _length(value: Any) -> int:
+    """Length as SQL Server counts it for nvarchar(n)/varbinary(n): UTF-16 code units or bytes.
+
+    A character outside the Basic Multilingual Plane (an emoji) is two units, so 200 emoji do not fit
+    nvarchar(255) on SQL Server (2628), although they are 200 Python characters.
+    """
+    if isinstance(value, str) and not value.isascii():
+        return len(value.encode("utf-16-le")) // 2
+    return len(value)
 
 
 def default_value(c: Ctx, t: Table, col: ColumnInfo) -> Any:
