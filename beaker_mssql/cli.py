@@ -24,7 +24,15 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TextIO
 from urllib.parse import unquote
 
 from beaker_mssql import __version__
-from beaker_mssql.config import ConfigurationError, Settings, TableName, parse_settings, parse_table_name
+from beaker_mssql.config import (
+    BEAKER_KEYS,
+    BEAKER_SESSION_KEYS,
+    ConfigurationError,
+    Settings,
+    TableName,
+    parse_settings,
+    parse_table_name,
+)
 
 if TYPE_CHECKING:
     from beaker_mssql.store import MSSQLStore
@@ -36,37 +44,9 @@ DEFAULT_TABLE = "[dbo].[sessions]"
 EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
 MASK = "***"
 
-# Session options that Beaker itself (or pyramid_beaker) consumes; they never reach the store,
-# so the CLI drops them instead of letting the store warn about "unknown options".
-BEAKER_SESSION_KEYS = frozenset(
-    {
-        "type",
-        "data_dir",
-        "lock_dir",
-        "key",
-        "id",
-        "secret",
-        "validate_key",
-        "encrypt_key",
-        "encrypt_nonce_bits",
-        "crypto_type",
-        "cookie_expires",
-        "cookie_domain",
-        "cookie_path",
-        "secure",
-        "httponly",
-        "samesite",
-        "timeout",
-        "save_accessed_time",
-        "auto",
-        "data_serializer",
-        "invalidate_corrupt",
-        "webtest_varname",
-        "namespace_class",
-        "cookie_on_exception",
-        "constant_csrf_token",
-    }
-)
+# Session options that Beaker itself (or pyramid_beaker) consumes never reach the store: the CLI
+# drops them, and Beaker's pass-through keys, instead of letting the store warn about them.
+CLI_IGNORED_KEYS = BEAKER_SESSION_KEYS | BEAKER_KEYS
 
 logger = logging.getLogger("beaker_mssql.cli")
 
@@ -147,7 +127,7 @@ class Context:
         ini_spec: Optional[str] = getattr(args, "ini", None)
         if ini_spec:
             ini, self.source = read_ini_settings(ini_spec)
-        self.options: dict[str, Any] = {k: v for k, v in ini.items() if k not in BEAKER_SESSION_KEYS}
+        self.options: dict[str, Any] = {k: v for k, v in ini.items() if k not in CLI_IGNORED_KEYS}
         url: Optional[str] = getattr(args, "url", None)
         if url:
             self.options["url"] = url

@@ -58,6 +58,31 @@ BEAKER_KEYS = frozenset(
     }
 )
 
+# Options Beaker's Session/SessionObject (and pyramid_beaker) consume themselves: they never reach a
+# namespace manager, but they sit beside ours in an ini's ``session.*`` settings, which the CLI and the
+# Pyramid include read whole.
+BEAKER_SESSION_KEYS = frozenset(
+    {
+        "key",
+        "id",
+        "secret",
+        "validate_key",
+        "encrypt_key",
+        "encrypt_nonce_bits",
+        "crypto_type",
+        "cookie_expires",
+        "cookie_domain",
+        "cookie_path",
+        "secure",
+        "httponly",
+        "samesite",
+        "save_accessed_time",
+        "data_serializer",
+        "cookie_on_exception",
+        "constant_csrf_token",
+    }
+)
+
 _TRUE = frozenset({"true", "yes", "on", "1", "y", "t"})
 _FALSE = frozenset({"false", "no", "off", "0", "n", "f", ""})
 _ENCRYPT_LEVELS = ("default", "off", "request", "require")

@@ -27,7 +27,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Optional
 
-from beaker_mssql.config import BEAKER_KEYS, ConfigurationError, Settings, parse_settings
+from beaker_mssql.config import BEAKER_KEYS, BEAKER_SESSION_KEYS, ConfigurationError, Settings, parse_settings
 
 __all__ = [
     "BACKEND",
@@ -44,29 +44,6 @@ BACKEND = "ext:mssql"
 SESSION_SETTINGS_KEY = "beaker_mssql.session_settings"
 CACHE_SETTINGS_KEY = "beaker_mssql.cache_settings"
 
-# Options Beaker's Session/SessionObject (and pyramid_beaker) consume themselves; the store never
-# sees them, so they are not validated here.
-_SESSION_ONLY_KEYS = frozenset(
-    {
-        "key",
-        "id",
-        "secret",
-        "validate_key",
-        "encrypt_key",
-        "encrypt_nonce_bits",
-        "crypto_type",
-        "cookie_expires",
-        "cookie_domain",
-        "cookie_path",
-        "secure",
-        "httponly",
-        "samesite",
-        "save_accessed_time",
-        "data_serializer",
-        "cookie_on_exception",
-        "constant_csrf_token",
-    }
-)
 
 
 def _strip(settings: Mapping[str, Any], prefixes: tuple[str, ...]) -> dict[str, Any]:
@@ -89,7 +66,7 @@ def session_options(settings: Mapping[str, Any]) -> Optional[dict[str, Any]]:
     options = _strip(settings, ("beaker.session.", "session."))
     if options.get("type") != BACKEND:
         return None
-    return {k: v for k, v in options.items() if k not in _SESSION_ONLY_KEYS}
+    return {k: v for k, v in options.items() if k not in BEAKER_SESSION_KEYS}
 
 
 def cache_region_options(settings: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
