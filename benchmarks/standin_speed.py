@@ -5,12 +5,16 @@ them: the primary-key SELECT (get) and the UPDATE-else-INSERT upsert (set), with
 connections. By default the stand-in runs in a child process so client and server do not share one
 GIL, as in real use.
 
-    python benchmarks/standin_speed.py [--seconds 3] [--url mssql://...] [--in-process]
+    python benchmarks/standin_speed.py [--seconds 3] [--repeat 1] [--url mssql://...] [--in-process]
+
+Round trips of one connection wait on each other, so the rate follows the machine's momentary speed
+(other load, CPU frequency): with ``--repeat N`` each figure is the median of N runs (min and max shown).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import subprocess
 import sys
 import threading
@@ -67,6 +71,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--repeat", type=int, default=1, help="median of this many runs per figure")
     parser.add_argument("--url", help="benchmark this server instead of a fresh stand-in")
     parser.add_argument("--in-process", action="store_true", help="run the stand-in in this process")
     args = parser.parse_args()
@@ -93,12 +98,19 @@ def main() -> int:
         for n in range(16):
             cursor.execute(statements.set, dict(sets[n], data="v" * 200))
         where = "in-process" if server is not None else ("external" if args.url else "child process")
-        print(f"stand-in ({where}), {args.seconds:g} s per run")
+        repeat = max(1, args.repeat)
+        median_of = f", median of {repeat}" if repeat > 1 else ""
+        print(f"stand-in ({where}), {args.seconds:g} s per run{median_of}")
+
+        def report(label: str, threads: int, sql: str, params: list[dict[str, Any]], fetch: bool) -> None:
+            rates = [run(url, threads, args.seconds, sql, params, fetch) for _ in range(repeat)]
+            spread = f"   (min {min(rates):.0f}, max {max(rates):.0f})" if repeat > 1 else ""
+            rate = statistics.median(rates)
+            print(f"  {label:<11} {threads:2d} connection(s): {rate:8.0f} round trips/s{spread}")
+
         for threads in (1, 16):
-            rate = run(url, threads, args.seconds, statements.get, gets, True)
-            print(f"  PK SELECT   {threads:2d} connection(s): {rate:8.0f} round trips/s")
-            rate = run(url, threads, args.seconds, statements.set, sets, False)
-            print(f"  upsert      {threads:2d} connection(s): {rate:8.0f} round trips/s")
+            report("PK SELECT", threads, statements.get, gets, True)
+            report("upsert", threads, statements.set, sets, False)
         cursor.execute(drop_table_sql(table))
         conn.close()
     finally:

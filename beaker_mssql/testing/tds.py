@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Optional
 
-from .results import MAX, Column, Message, SqlType
+from .results import MAX, Column, DatabaseChanged, Done, Message, ResultSet, SqlType
 
 # -- packet types ([MS-TDS] 2.2.3.1.1) ---------------------------------------------------------------
 PKT_SQL_BATCH = 0x01
@@ -524,35 +524,39 @@ def encode_events(events: list[Any], server_name: str) -> bytes:
     DONE_MORE goes on every DONE but the last, as SQL Server does; a batch whose events do not end
     in a Done (an engine that stopped early) still gets a final DONE so the client is never left waiting.
     """
-    from .results import DatabaseChanged, Done, ResultSet  # local: keep the module import light
-
     parts: list[bytes] = []
+    append = parts.append
     last_done = -1
-    for index, event in enumerate(events):
-        if isinstance(event, Done):
+    for index in range(len(events) - 1, -1, -1):  # usually the last event: one step
+        if isinstance(events[index], Done):
             last_done = index
+            break
     after_rows = False
     error_seen = False
     last_done_part = -1
     for index, event in enumerate(events):
-        if isinstance(event, ResultSet):
-            encoder = ResultEncoder(event.columns, event.rows)
-            parts.append(encoder.metadata)
-            parts.extend(encoder.rows(event.rows))
-            after_rows = True
-        elif isinstance(event, Done):
-            status = DONE_FINAL if index == last_done else DONE_MORE
-            if event.error:
-                status |= DONE_ERROR
+        if isinstance(event, Done):
             last_done_part = len(parts)
-            parts.append(done(status, event.count, CURCMD_SELECT if after_rows else 0))
+            if event.count is None and not event.error and not after_rows:
+                # the DONE of SET/BEGIN/COMMIT/NOCOUNT statements: prebuilt (most DONEs of an upsert batch)
+                append(_DONE_FINAL_PLAIN if index == last_done else _DONE_MORE_PLAIN)
+            else:
+                status = DONE_FINAL if index == last_done else DONE_MORE
+                if event.error:
+                    status |= DONE_ERROR
+                append(done(status, event.count, CURCMD_SELECT if after_rows else 0))
             after_rows = False
             error_seen = False
+        elif isinstance(event, ResultSet):
+            encoder = ResultEncoder(event.columns, event.rows)
+            append(encoder.metadata)
+            parts.extend(encoder.rows(event.rows))
+            after_rows = True
         elif isinstance(event, Message):
-            parts.append(message_token(event, server_name))
+            append(message_token(event, server_name))
             error_seen = error_seen or event.is_error
         elif isinstance(event, DatabaseChanged):
-            parts.append(database_changed(event.new, event.old))
+            append(database_changed(event.new, event.old))
         else:  # pragma: no cover - the engine only produces the four event types
             raise TypeError(f"unknown engine event {event!r}")
     if last_done != len(events) - 1 or not events:
@@ -560,8 +564,12 @@ def encode_events(events: list[Any], server_name: str) -> bytes:
         if last_done_part >= 0:
             token, status, curcmd, count = _DONE.unpack(parts[last_done_part])
             parts[last_done_part] = _DONE.pack(token, status | DONE_MORE, curcmd, count)
-        parts.append(done(DONE_ERROR if error_seen else DONE_FINAL))
+        append(done(DONE_ERROR if error_seen else DONE_FINAL))
     return b"".join(parts)
+
+
+_DONE_MORE_PLAIN = done(DONE_MORE)
+_DONE_FINAL_PLAIN = done(DONE_FINAL)
 
 
 # -- client side (tests, health checks) -------------------------------------------------------------

@@ -41,7 +41,10 @@ class Engine:
         self.database = database
         self.data_file = data_file
         self.hooks = hooks
-        self.cond = threading.Condition(threading.Lock())
+        # The engine mutex, and a condition on it for lock waits. Hot paths enter ``mutex`` directly:
+        # the same lock, without Condition's Python-level __enter__/__exit__ (twice per statement).
+        self.mutex = threading.Lock()
+        self.cond = threading.Condition(self.mutex)
         self.locks = LockManager()
         self.databases: dict[str, Database] = {"master": Database("master")}
         if database.upper() != "MASTER":

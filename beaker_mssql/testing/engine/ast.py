@@ -187,6 +187,8 @@ class Stmt:
     # (start, end) offsets in the shape key and the first literal slot: lets the executor rebuild the
     # statement's text for EngineHooks.before_statement without keeping the tokens.
     span: tuple[int, int, int] = field(default=(0, 0, 0), init=False, repr=False)
+    # the span's text split at the literal markers (computed on first use; a cached batch reuses it)
+    text_pieces: Optional[list[str]] = field(default=None, init=False, repr=False)
 
 
 @dataclass(eq=False)
@@ -461,3 +463,7 @@ class Batch:
     statements: list[Stmt]
     nvars: int
     var_types: list[SqlT]
+
+    # (schema version, database) at which EngineSession._prebind last passed for this batch: its outcome
+    # depends only on those (like the plan caches it fills), so a cached batch skips the walk.
+    prebound: Any = field(default=None, init=False, repr=False)

@@ -53,6 +53,11 @@ class LockManager:
         self.waits: dict[int, set[int]] = {}
         # table object id -> its key resources currently held by anyone (for scan conflict checks)
         self.keyed: dict[Any, set[Resource]] = {}
+        # sessions that may hold a STMT-duration lock. Every statement ends with release(sid, STMT), and
+        # most statements (SET, BEGIN/COMMIT, writes, SERIALIZABLE reads) take none: without this the end of
+        # each statement walked all the transaction's locks for nothing. A superset: added on any STMT
+        # grant, dropped only once a release has removed every STMT hold of the session.
+        self.stmt_holders: set[int] = set()
 
     def _new(self, resource: Resource) -> None:
         if resource[0] == "k":
@@ -131,6 +136,8 @@ class LockManager:
     def acquire(self, sid: int, resource: Resource, mode: str, duration: int, counted: bool = False) -> None:
         """Grant or raise LockConflict. Non-counted locks are idempotent per (mode, duration)."""
         entry = self.held.get(resource)
+        if duration == STMT:
+            self.stmt_holders.add(sid)  # before any grant below (a superset is harmless)
         if entry:
             if len(entry) > 1 or sid not in entry:
                 b = self.conflicts(sid, resource, mode)
@@ -176,7 +183,10 @@ class LockManager:
 
     def release(self, sid: int, max_duration: int) -> bool:
         """Release every lock of the session whose duration <= max_duration. True if anything was released."""
+        if max_duration == STMT and sid not in self.stmt_holders:
+            return False  # nothing of duration STMT is held (see stmt_holders)
         resources = self.by_session.get(sid)
+        self.stmt_holders.discard(sid)  # every duration is >= STMT: the loop below releases all STMT holds
         if not resources:
             return False
         released = False

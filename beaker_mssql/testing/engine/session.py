@@ -4,9 +4,8 @@ semantics."""
 from __future__ import annotations
 
 import re
-import threading
 import time
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
 from ..results import MAX, DatabaseChanged, Done, Event, Message, ResultSet, SQLError
 from . import ast as A
@@ -24,6 +23,13 @@ if TYPE_CHECKING:
 
 class Cancelled(Exception):
     """The client cancelled the request (attention) while the batch was running or waiting."""
+
+
+class CancelFlag(Protocol):
+    """The ``cancel`` argument of EngineSession.execute: only is_set() is used (a threading.Event fits;
+    the TDS server passes a flag that also peeks at the client's socket)."""
+
+    def is_set(self) -> bool: ...
 
 
 class _BatchAbort(Exception):
@@ -104,7 +110,7 @@ class EngineSession:
         self.savepoints: dict[str, int] = {}
         self.tran_name: Optional[str] = None
         self.closed = False
-        self.cancel: Optional[threading.Event] = None
+        self.cancel: Optional[CancelFlag] = None
         self.executor = Executor(self)
 
     def __repr__(self) -> str:
@@ -112,7 +118,7 @@ class EngineSession:
 
     # ------------------------------------------------------------------ public API
 
-    def execute(self, batch: str, cancel: Optional[threading.Event] = None) -> list[Event]:
+    def execute(self, batch: str, cancel: Optional[CancelFlag] = None) -> list[Event]:
         """Run a batch; SQL errors become Message + Done(error=True) events."""
         if self.closed:
             raise RuntimeError("session is closed")
@@ -133,12 +139,15 @@ class EngineSession:
         ast_batch = parsed[0]
         ctx = Ctx(self, values, ast_batch)
         run = _Run(self, ctx, key, raws, events, cancel)
-        with eng.cond:
-            try:
-                self._prebind(ast_batch.statements, ctx)
-            except SQLError as e:
-                self.last_error = e.number
-                return [e.to_message(), Done(error=True)]
+        with eng.mutex:
+            stamp = (eng.schema_version, self.database)
+            if ast_batch.prebound != stamp:
+                try:
+                    self._prebind(ast_batch.statements, ctx)
+                except SQLError as e:
+                    self.last_error = e.number
+                    return [e.to_message(), Done(error=True)]
+                ast_batch.prebound = stamp
         try:
             run.block(ast_batch.statements)
         except (_BatchAbort, _Return):
@@ -258,9 +267,10 @@ class EngineSession:
 
     def end_transaction_locks(self) -> None:
         locks = self.engine.locks
-        locks.release(self.session_id, TXN)
-        locks.release_resource_kind(self.session_id, "a", TXN)
-        self.engine.cond.notify_all()
+        released = locks.release(self.session_id, TXN)
+        released = locks.release_resource_kind(self.session_id, "a", TXN) or released
+        if released:  # only lock waits wait on cond: with nothing released there is nobody to wake
+            self.engine.cond.notify_all()
 
 
 _IMPLICIT_TXN_STATEMENTS = (
@@ -287,7 +297,7 @@ class _Run:
         key: str,
         raws: list[str],
         events: list[Event],
-        cancel: Optional[threading.Event],
+        cancel: Optional[CancelFlag],
     ) -> None:
         self.s = session
         self.ctx = ctx
@@ -297,12 +307,26 @@ class _Run:
         self.cancel = cancel
 
     def stmt_text(self, st: A.Stmt) -> str:
-        start, end, first = st.span
-        chunk = self.key[start:end]
-        if "\x00" not in chunk:
-            return chunk
-        it = iter(self.raws[first:])
-        return MARKER_RE.sub(lambda m: next(it, ""), chunk)
+        """The statement's source text (for EngineHooks): its span of the shape key, literals put back.
+
+        Runs for every statement when hooks are set (the server's are); the split of the span at the
+        markers depends only on the shape key, so it is kept on the (cached) statement.
+        """
+        pieces = st.text_pieces
+        if pieces is None:
+            start, end, _ = st.span
+            pieces = st.text_pieces = MARKER_RE.split(self.key[start:end])
+        if len(pieces) == 1:
+            return pieces[0]
+        first = st.span[2]
+        raws = self.raws
+        n = len(raws)
+        out = [pieces[0]]
+        for i in range(1, len(pieces)):
+            slot = first + i - 1
+            out.append(raws[slot] if slot < n else "")
+            out.append(pieces[i])
+        return "".join(out)
 
     def block(self, stmts: list[A.Stmt]) -> None:
         for st in stmts:
@@ -355,7 +379,7 @@ class _Run:
         try:
             if hooks is not None:
                 hooks.before_statement(s, self.stmt_text(st))
-            with eng.cond:
+            with eng.mutex:
                 return self._locked(st, body)
         except SQLError as e:
             self.handle_error(st, e)
@@ -436,8 +460,9 @@ class _Run:
             if s.undo:
                 eng.dirty = True
                 s.undo.clear()
-            released = locks.release(s.session_id, TXN) or released
-            released = locks.release_resource_kind(s.session_id, "a", TXN) or released
+            if locks.has_locks(s.session_id):  # SET, BEGIN/COMMIT...: autocommit with nothing held
+                released = locks.release(s.session_id, TXN) or released
+                released = locks.release_resource_kind(s.session_id, "a", TXN) or released
         if released:
             eng.cond.notify_all()
 
@@ -468,82 +493,25 @@ class _Run:
 
     def eval_condition(self, st: Any) -> bool:
         c = self.ctx
-        planner = Planner(self.s, c.batch.var_types)
         cached = getattr(st, "_cond_plan", None)
         eng = self.s.engine
         if cached is not None and cached[0] == eng.schema_version and cached[1] == self.s.database:
             fn = cached[2]
         else:
+            planner = Planner(self.s, c.batch.var_types)
             fn = Binder(Scope([]), c.batch.var_types, planner.subquery).predicate(st.cond)
             st._cond_plan = (eng.schema_version, self.s.database, fn)
         return fn(c, None) is True
 
     def run_leaf(self, st: A.Stmt) -> None:
-        s = self.s
-        c = self.ctx
-        ex = s.executor
-        ev = self.events
-        t = type(st)
-        if t is A.Select:
-            assert isinstance(st, A.Select)
-            ex.select(st, c, ev)
-        elif t is A.Update:
-            assert isinstance(st, A.Update)
-            ex.update(st, c, ev)
-        elif t is A.Insert:
-            assert isinstance(st, A.Insert)
-            ex.insert(st, c, ev)
-        elif t is A.Delete:
-            assert isinstance(st, A.Delete)
-            ex.delete(st, c, ev)
-        elif t is A.Merge:
-            assert isinstance(st, A.Merge)
-            ex.merge(st, c, ev)
-        elif t is A.SetOption:
-            assert isinstance(st, A.SetOption)
-            self.set_option(st)
-        elif t is A.SetVar:
-            assert isinstance(st, A.SetVar)
-            self.set_var(st)
-        elif t is A.Declare:
-            assert isinstance(st, A.Declare)
-            self.declare(st)
-        elif t is A.TranStmt:
-            assert isinstance(st, A.TranStmt)
-            self.tran(st)
-        elif t is A.Exec:
-            assert isinstance(st, A.Exec)
-            self.exec_(st)
-        elif t is A.Use:
-            assert isinstance(st, A.Use)
-            self.use(st)
-        elif t is A.CreateTable:
-            assert isinstance(st, A.CreateTable)
-            self.create_table(st)
-        elif t is A.DropTable:
-            assert isinstance(st, A.DropTable)
-            self.drop_table(st)
-        elif t is A.CreateIndex:
-            assert isinstance(st, A.CreateIndex)
-            self.create_index(st)
-        elif t is A.DropIndex:
-            assert isinstance(st, A.DropIndex)
-            self.drop_index(st)
-        elif t is A.Truncate:
-            assert isinstance(st, A.Truncate)
-            self.truncate(st)
-        elif t is A.Print:
-            assert isinstance(st, A.Print)
-            v = self.scalar(st, st.expr)
-            ev.append(Message(0, 0, 1, "" if v is None else str(v), st.line))
-        elif t is A.Raiserror:
-            assert isinstance(st, A.Raiserror)
-            self.raiserror(st)
-        elif t is A.Throw:
-            assert isinstance(st, A.Throw)
-            self.throw(st)
-        else:  # pragma: no cover
+        handler = _LEAF_HANDLERS.get(type(st))  # one dict lookup, not a chain of type tests
+        if handler is None:  # pragma: no cover
             raise SQLError(102, f"Incorrect syntax near '{type(st).__name__}'.", 15)
+        handler(self, st)
+
+    def print_(self, st: A.Print) -> None:
+        v = self.scalar(st, st.expr)
+        self.events.append(Message(0, 0, 1, "" if v is None else str(v), st.line))
 
     def scalar(self, st: Any, e: A.Expr) -> Any:
         c = self.ctx
@@ -1076,6 +1044,29 @@ class _Run:
         old = t.truncate()
         s.undo.append(("trunc", t, old))
         self.events.append(Done(None))
+
+
+_LEAF_HANDLERS: dict[type, Callable[[_Run, Any], None]] = {
+    A.Select: lambda r, st: r.s.executor.select(st, r.ctx, r.events),
+    A.Update: lambda r, st: r.s.executor.update(st, r.ctx, r.events),
+    A.Insert: lambda r, st: r.s.executor.insert(st, r.ctx, r.events),
+    A.Delete: lambda r, st: r.s.executor.delete(st, r.ctx, r.events),
+    A.Merge: lambda r, st: r.s.executor.merge(st, r.ctx, r.events),
+    A.SetOption: _Run.set_option,
+    A.SetVar: _Run.set_var,
+    A.Declare: _Run.declare,
+    A.TranStmt: _Run.tran,
+    A.Exec: _Run.exec_,
+    A.Use: _Run.use,
+    A.CreateTable: _Run.create_table,
+    A.DropTable: _Run.drop_table,
+    A.CreateIndex: _Run.create_index,
+    A.DropIndex: _Run.drop_index,
+    A.Truncate: _Run.truncate,
+    A.Print: _Run.print_,
+    A.Raiserror: _Run.raiserror,
+    A.Throw: _Run.throw,
+}
 
 
 def _int_param(v: Any) -> int:
