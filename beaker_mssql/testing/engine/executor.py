@@ -1346,14 +1346,37 @@ class Executor:
 
     # ------------------------------------------------------------------ UPDATE
 
-    def build_update(self, p: Planner, stmt: A.Update) -> UpdatePlan:
+    def target_plan(self, p: Planner, stmt: Union[A.Update, A.Delete]) -> tuple[UpdatePlan, Source, Binder]:
+        """Start an UPDATE/DELETE plan: the target table (208 if missing), its hints, a binder on its row."""
         plan = UpdatePlan()
         t = require_table(self.session, stmt.table.name)
         check_target_hints(stmt.table.hints, stmt.line)
         plan.table = t
         plan.hints = stmt.table.hints
         src = Source(t.name, t.columns, 0, t, False, t.schema)
-        b = p.binder([src])
+        return plan, src, p.binder([src])
+
+    def bind_row_filter(
+        self, plan: UpdatePlan, p: Planner, src: Source, b: Binder, stmt: Union[A.Update, A.Delete]
+    ) -> UpdatePlan:
+        """Finish an UPDATE/DELETE plan: WHERE, access path, TOP and OUTPUT (``inserted.*`` only for UPDATE).
+
+        Bound after UPDATE's SET list, so a statement with several faults reports the same one as before.
+        """
+        t = plan.table
+        assert t is not None
+        if stmt.where is not None:
+            plan.where = b.predicate(stmt.where)
+        plan.access = choose_access(b, src, t, stmt.where)
+        if stmt.top is not None:
+            plan.top = bind_top(p.binder([]), stmt.top)
+        plan.output, plan.output_columns = bind_output(p, t, stmt.output, isinstance(stmt, A.Update), True)
+        return plan
+
+    def build_update(self, p: Planner, stmt: A.Update) -> UpdatePlan:
+        plan, src, b = self.target_plan(p, stmt)
+        t = plan.table
+        assert t is not None
         seen: set[int] = set()
         for target, op, e in stmt.sets:
             ce = b.compile(e)
@@ -1379,13 +1402,7 @@ class Executor:
             if op != "=":
                 ce = b.binary(A.Binary(op[0], A.Col(target.parts, target.line), e))
             plan.sets.append((pos, make_assign(t, col, ce, "UPDATE")))
-        if stmt.where is not None:
-            plan.where = b.predicate(stmt.where)
-        plan.access = choose_access(b, src, t, stmt.where)
-        if stmt.top is not None:
-            plan.top = bind_top(p.binder([]), stmt.top)
-        plan.output, plan.output_columns = bind_output(p, t, stmt.output, True, True)
-        return plan
+        return self.bind_row_filter(plan, p, src, b, stmt)
 
     def update(self, stmt: A.Update, c: Ctx, events: list[Event]) -> None:
         plan: UpdatePlan = self.plan(stmt, c, lambda p: self.build_update(p, stmt))
@@ -1433,20 +1450,8 @@ class Executor:
     # ------------------------------------------------------------------ DELETE
 
     def build_delete(self, p: Planner, stmt: A.Delete) -> UpdatePlan:
-        plan = UpdatePlan()
-        t = require_table(self.session, stmt.table.name)
-        check_target_hints(stmt.table.hints, stmt.line)
-        plan.table = t
-        plan.hints = stmt.table.hints
-        src = Source(t.name, t.columns, 0, t, False, t.schema)
-        b = p.binder([src])
-        if stmt.where is not None:
-            plan.where = b.predicate(stmt.where)
-        plan.access = choose_access(b, src, t, stmt.where)
-        if stmt.top is not None:
-            plan.top = bind_top(p.binder([]), stmt.top)
-        plan.output, plan.output_columns = bind_output(p, t, stmt.output, False, True)
-        return plan
+        plan, src, b = self.target_plan(p, stmt)
+        return self.bind_row_filter(plan, p, src, b, stmt)
 
     def delete(self, stmt: A.Delete, c: Ctx, events: list[Event]) -> None:
         plan: UpdatePlan = self.plan(stmt, c, lambda p: self.build_delete(p, stmt))

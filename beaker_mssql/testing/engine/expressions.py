@@ -175,6 +175,16 @@ def tvl_and(fns: list[Fn]) -> Fn:
     return andn
 
 
+def tvl_not(f: Fn) -> Fn:
+    """Three-valued NOT: UNKNOWN (None) stays UNKNOWN (NOT, NOT IN, NOT BETWEEN)."""
+
+    def not_fn(c: Ctx, r: Any) -> Any:
+        v = f(c, r)
+        return None if v is None else not v
+
+    return not_fn
+
+
 def tvl_or(fns: list[Fn]) -> Fn:
     def orn(c: Ctx, r: Any) -> Any:
         unknown = False
@@ -498,13 +508,7 @@ class Binder:
         if t is A.Not:
             assert isinstance(e, A.Not)
             inner = self.compile(e.operand)
-            f = inner.fn
-
-            def not_fn(c: Ctx, r: Any) -> Any:
-                v = f(c, r)
-                return None if v is None else not v
-
-            return CE(not_fn, T_BIT, inner.deps)
+            return CE(tvl_not(inner.fn), T_BIT, inner.deps)
         if t is A.IsNull:
             assert isinstance(e, A.IsNull)
             inner = self.compile(e.operand)
@@ -526,12 +530,7 @@ class Binder:
             cmps = [self.compare("=", left, self.compile(i)).fn for i in e.items]
             f_or = tvl_or(cmps)
             if e.negated:
-
-                def notin_fn(c: Ctx, r: Any) -> Any:
-                    v = f_or(c, r)
-                    return None if v is None else not v
-
-                return CE(notin_fn, T_BIT, True)
+                return CE(tvl_not(f_or), T_BIT, True)
             return CE(f_or, T_BIT, True)
         if t is A.InSelect:
             assert isinstance(e, A.InSelect)
@@ -546,12 +545,7 @@ class Binder:
             hi = self.compare("<=", x, self.compile(e.high)).fn
             both = tvl_and([lo, hi])
             if e.negated:
-
-                def notbetween_fn(c: Ctx, r: Any) -> Any:
-                    v = both(c, r)
-                    return None if v is None else not v
-
-                return CE(notbetween_fn, T_BIT, True)
+                return CE(tvl_not(both), T_BIT, True)
             return CE(both, T_BIT, True)
         if t is A.Exists:
             assert isinstance(e, A.Exists)

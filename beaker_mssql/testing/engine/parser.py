@@ -298,6 +298,27 @@ class Parser:
         t = tok or self.tok
         raise unsupported(what, t.value or (self.toks[self.pos - 1].value if self.pos else ""), t.line)
 
+    def assignment_op(self) -> str:
+        """Read ``=`` or a compound ``+= -= *= /= %=`` (shared by UPDATE ... SET and SET @v).
+
+        The lexer yields a compound operator as two ``op`` tokens; anything else is the usual
+        102 at the current token.
+        """
+        t = self.tok
+        if t.kind == "op" and t.value == "=":
+            self.advance()
+            return "="
+        if (
+            t.kind == "op"
+            and t.value in ("+", "-", "*", "/", "%")
+            and self.peek().kind == "op"
+            and self.peek().value == "="
+        ):
+            self.advance()
+            self.advance()
+            return t.value + "="
+        self.error()
+
     def ident(self) -> str:
         """A (non-reserved or quoted) identifier."""
         t = self.tok
@@ -909,21 +930,7 @@ class Parser:
                 while self.accept_op("."):
                     parts.append(self.ident())
                 target = A.Col(parts, line)
-            op_tok = self.tok
-            if op_tok.kind == "op" and op_tok.value == "=":
-                self.advance()
-                op = "="
-            elif (
-                op_tok.kind == "op"
-                and op_tok.value in ("+", "-", "*", "/", "%")
-                and self.peek().kind == "op"
-                and self.peek().value == "="
-            ):
-                self.advance()
-                self.advance()
-                op = op_tok.value + "="
-            else:
-                self.error()
+            op = self.assignment_op()
             if (
                 isinstance(target, A.Var)
                 and self.is_ident()
@@ -1534,21 +1541,7 @@ class Parser:
         if t.kind == "var":
             var = self.variable(t)
             self.advance()
-            op_t = self.tok
-            if op_t.kind == "op" and op_t.value == "=":
-                self.advance()
-                op = "="
-            elif (
-                op_t.kind == "op"
-                and op_t.value in ("+", "-", "*", "/", "%")
-                and self.peek().kind == "op"
-                and self.peek().value == "="
-            ):
-                self.advance()
-                self.advance()
-                op = op_t.value + "="
-            else:
-                self.error()
+            op = self.assignment_op()
             e = self.expr()
             self.end_statement()
             return A.SetVar(line, var, op, e)
@@ -1746,19 +1739,8 @@ class Parser:
     # ------------------------------------------------------------------ expressions
 
     def condition(self) -> A.Expr:
-        e = self.or_expr()
-        if not isinstance(e, BOOLEAN_NODES):
-            t = self.tok if self.tok.kind != "eof" else self.toks[self.pos - 1]
-            near = t.value if t.kind != "lit" else t.raw
-            raise SQLError(
-                4145,
-                f"An expression of non-boolean type specified in a context where a condition is "
-                f"expected, near '{near}'.",
-                15,
-                1,
-                t.line,
-            )
-        return e
+        """A search condition (WHERE, ON, IF, WHEN ...): 4145 unless it is a boolean expression."""
+        return self.bool_operand(self.or_expr())
 
     def or_expr(self) -> A.Expr:
         e = self.and_expr()
@@ -1781,6 +1763,7 @@ class Parser:
         return e
 
     def bool_operand(self, e: A.Expr) -> A.Expr:
+        """``e`` if it is boolean (a comparison, AND/OR/NOT, EXISTS ...), else SQL Server's 4145."""
         if not isinstance(e, BOOLEAN_NODES):
             t = self.tok if self.tok.kind != "eof" else self.toks[self.pos - 1]
             near = t.value if t.kind != "lit" else t.raw
