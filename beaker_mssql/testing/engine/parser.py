@@ -947,49 +947,46 @@ class Parser:
                 break
         return sets
 
+    def dml_top(self, verb: str) -> Optional[A.Expr]:
+        """UPDATE/DELETE ``TOP (n)``, if any; ``PERCENT`` is not supported there."""
+        if not self.accept_kw("TOP"):
+            return None
+        top = self.top_expr()
+        if self.is_kw("PERCENT"):
+            self.unsupported(f"TOP ... PERCENT in {verb}")
+        return top
+
+    def dml_tail(self, verb: str) -> Optional[A.Expr]:
+        """The end UPDATE and DELETE share: no FROM, ``WHERE`` (not CURRENT OF), no OPTION; returns WHERE."""
+        if self.is_kw("FROM"):
+            self.unsupported(f"{verb} ... FROM")
+        where = None
+        if self.accept_kw("WHERE"):
+            if self.is_kw("CURRENT"):
+                self.unsupported("cursors")
+            where = self.condition()
+        if self.is_kw("OPTION"):
+            self.unsupported("query hints (OPTION)")
+        self.end_statement()
+        return where
+
     def update(self) -> A.Stmt:
         line = self.advance().line
-        top = None
-        if self.accept_kw("TOP"):
-            top = self.top_expr()
-            if self.is_kw("PERCENT"):
-                self.unsupported("TOP ... PERCENT in UPDATE")
+        top = self.dml_top("UPDATE")
         table = self.table_source("dml")
         self.expect_kw("SET")
         sets = self.set_list()
         output = self.output_clause()
-        if self.is_kw("FROM"):
-            self.unsupported("UPDATE ... FROM")
-        where = None
-        if self.accept_kw("WHERE"):
-            if self.is_kw("CURRENT"):
-                self.unsupported("cursors")
-            where = self.condition()
-        if self.is_kw("OPTION"):
-            self.unsupported("query hints (OPTION)")
-        self.end_statement()
+        where = self.dml_tail("UPDATE")
         return A.Update(line, table, sets, where, top, output)
 
     def delete(self) -> A.Stmt:
         line = self.advance().line
-        top = None
-        if self.accept_kw("TOP"):
-            top = self.top_expr()
-            if self.is_kw("PERCENT"):
-                self.unsupported("TOP ... PERCENT in DELETE")
+        top = self.dml_top("DELETE")
         self.accept_kw("FROM")
         table = self.table_source("dml")
         output = self.output_clause()
-        if self.is_kw("FROM"):
-            self.unsupported("DELETE ... FROM")
-        where = None
-        if self.accept_kw("WHERE"):
-            if self.is_kw("CURRENT"):
-                self.unsupported("cursors")
-            where = self.condition()
-        if self.is_kw("OPTION"):
-            self.unsupported("query hints (OPTION)")
-        self.end_statement()
+        where = self.dml_tail("DELETE")
         return A.Delete(line, table, where, top, output)
 
     def merge(self) -> A.Stmt:
