@@ -270,6 +270,11 @@ def _coerce_serializer(value: object) -> Union[str, object]:
         name = value.strip()
         if name in ("pickle", "json"):
             return name
+        if "." not in name and ":" not in name:  # a bare word: a misspelt or unsupported format name
+            raise ConfigurationError(
+                f"serializer must be 'pickle', 'json' or a dotted path to an object with dumps() and "
+                f"loads(), got {value!r}"
+            )
         obj = resolve_dotted("serializer", name)
     else:
         obj = value

@@ -223,3 +223,12 @@ def test_encrypt_values():
     assert parse_settings({"encrypt": "no"}).connection.encrypt == "off"
     assert parse_settings({"encrypt": "request"}).connection.encrypt == "request"
     assert parse_settings({}).connection.encrypt is None
+
+
+def test_unknown_serializer_name_lists_the_choices():
+    from beaker_mssql.config import ConfigurationError, parse_settings
+
+    with pytest.raises(ConfigurationError) as info:
+        parse_settings({"url": "mssql://u:p@h/db", "serializer": "yaml"})
+    message = str(info.value)
+    assert "'pickle', 'json'" in message and "'yaml'" in message
