@@ -402,10 +402,17 @@ class MSSQLStore:
         )
 
     def _acquire(self, method: str) -> PooledConnection:
+        """A connection held outside :meth:`_run` (app locks); failures fire the same hooks."""
         try:
             return self.pool.acquire()
         except pymssql.Error as exc:
-            raise self._translate(exc, method, login=True) from exc
+            self.events.emit("error", exc, method)
+            error = self._translate(exc, method, login=True)
+            self.events.emit("session_error", error, method)
+            raise error from exc
+        except MSSQLStoreError as exc:  # e.g. PoolTimeoutError
+            self.events.emit("session_error", exc, method)
+            raise
 
     def _prepare(self) -> None:
         """First-use work: CREATE TABLE (if asked, once per process) and starting the sweeper."""

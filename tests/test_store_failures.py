@@ -166,3 +166,17 @@ def test_insert_race_2627_runs_batch_again(standin, make_store):
     s.set(k, "x")
     assert s.get(k) == "x"
     assert standin.stats()["requests"] == 3  # failed batch, the batch again, the get
+
+
+def test_applock_login_failure_fires_the_hooks(standin, make_store):
+    # The app-lock path holds its connection outside the usual retry loop; its failures must still
+    # reach the error and session_error hooks like every other store method's.
+    s = make_store()
+    errors, session_errors = [], []
+    s.events.on("error", lambda exc, method: errors.append(method))
+    s.events.on("session_error", lambda exc, method: session_errors.append((type(exc), method)))
+    standin.faults.refuse_logins(times=1)
+    with pytest.raises(ConnectionFailedError):
+        s.acquire_applock("hooked", timeout_ms=0)
+    assert errors == ["applock"]
+    assert session_errors == [(ConnectionFailedError, "applock")]
