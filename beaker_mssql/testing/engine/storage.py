@@ -246,8 +246,20 @@ class Table:
         return row is not None and ix.sortfn(row) == sk
 
     def _maybe_compact(self, ix: Index) -> None:
-        if ix.dead > 1024 and ix.dead * 2 > len(ix.sorted):
-            ix.sorted = [(sk, rid) for sk, rid in ix.sorted if self._live(ix, sk, rid)]
+        if ix.dead <= 1024:
+            return
+        # Deletes in index order (the sweep's DELETE TOP (n) ... WHERE expires <= now) leave their dead
+        # entries at the front: dropping that run costs one memmove, where the full rebuild below is
+        # O(n) Python work that stalled one sweep batch in four for ~100 ms over 100k rows.
+        lst = ix.sorted
+        front = 0
+        while front < len(lst) and not self._live(ix, *lst[front]):
+            front += 1
+        if front:
+            del lst[:front]
+            ix.dead = max(0, ix.dead - front)
+        if ix.dead > 1024 and ix.dead * 2 > len(lst):
+            ix.sorted = [(sk, rid) for sk, rid in lst if self._live(ix, sk, rid)]
             ix.dead = 0
 
     def update_many(self, changes: list[tuple[int, list[Any]]]) -> list[list[Any]]:
