@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import pytest
@@ -22,6 +23,16 @@ BEGIN
 END;
 IF INDEXPROPERTY(OBJECT_ID(N'{T}'), N'IX_sessions_expires', 'IndexID') IS NULL
     CREATE INDEX [IX_sessions_expires] ON {T} ([expires]);"""
+
+
+def run_workers(worker: Callable[[int], None], n: int, timeout: float) -> None:
+    """Run ``worker(0)`` .. ``worker(n - 1)`` on n threads at once; all must finish (a hang is a bug)."""
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    assert not any(t.is_alive() for t in threads)
 
 
 def set_batch(sid: str, data: str, ttl: int = 3600) -> str:
@@ -430,11 +441,7 @@ def test_sixteen_threads_one_key(engine: Engine, s: EngineSession) -> None:
             failures.extend(errors(ev))
         sess.close()
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    run_workers(worker, 16, timeout=30)
     assert failures == []
     assert rows(s.execute(f"SELECT COUNT(*) FROM {T}")) == [(1,)]
 
@@ -577,12 +584,7 @@ def test_concurrent_transfers_keep_the_total(engine: Engine) -> None:
         finally:
             sess.close()
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not any(t.is_alive() for t in threads)
+    run_workers(worker, 8, timeout=60)
     assert crashes == []
     assert set(failures) <= {1205, 3902}
     assert rows(setup.execute("SELECT SUM(bal), COUNT(*) FROM acct")) == [(600, 6)]

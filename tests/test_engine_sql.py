@@ -211,6 +211,21 @@ def test_update_delete_output(s: EngineSession) -> None:
     assert err(s, "UPDATE t SET name = N'x', name = N'y'").number == 264
 
 
+def test_merge_update_delete_on_both_sides(s: EngineSession) -> None:
+    """WHEN MATCHED and WHEN NOT MATCHED BY SOURCE each UPDATE one row and DELETE another; first WHEN wins."""
+    s.execute("CREATE TABLE src (id int PRIMARY KEY, name nvarchar(20) NULL)")
+    s.execute("INSERT INTO src VALUES (1, N'x'), (2, N'y'), (5, N'z')")
+    ev = s.execute(
+        "MERGE t AS tgt USING src ON tgt.id = src.id "
+        "WHEN MATCHED AND src.id = 1 THEN DELETE WHEN MATCHED THEN UPDATE SET name = src.name "
+        "WHEN NOT MATCHED THEN INSERT (id, name) VALUES (src.id, src.name) "
+        "WHEN NOT MATCHED BY SOURCE AND tgt.id = 3 THEN DELETE "
+        "WHEN NOT MATCHED BY SOURCE THEN UPDATE SET name = N'gone';"
+    )
+    assert ev == [Done(5)]
+    assert q(s, "SELECT id, name, n FROM t ORDER BY id") == [(2, "y", 20), (4, "gone", 40), (5, "z", None)]
+
+
 def test_ddl(s: EngineSession) -> None:
     e = err(s, "CREATE TABLE t (a int)")
     assert (e.number, e.text) == (2714, "There is already an object named 't' in the database.")
@@ -236,6 +251,14 @@ def test_ddl(s: EngineSession) -> None:
     )
     assert err(s, "CREATE INDEX ux ON z (a)").number == 1913
     assert err(s, "CREATE INDEX ix2 ON z (nope)").number == 1911
+    assert err(s, "CREATE INDEX ix2 ON z (a) INCLUDE (nope)").number == 1911
+    # 1919 names the table bare from CREATE TABLE, as schema.name from CREATE INDEX
+    assert err(s, "CREATE INDEX ix2 ON t (v)").text == (
+        "Column 'v' in table 'dbo.t' is of a type that is invalid for use as a key column in an index."
+    )
+    assert err(s, "CREATE TABLE y (a varbinary(max), PRIMARY KEY (a))").text == (
+        "Column 'a' in table 'y' is of a type that is invalid for use as a key column in an index."
+    )
     assert err(s, "CREATE INDEX ix2 ON nope (a)").number == 1088
     assert err(s, "DROP INDEX PK_z ON z").number == 3723
     assert not errs(s.execute("DROP INDEX ux ON z; DROP INDEX IF EXISTS ux ON z"))

@@ -1238,17 +1238,7 @@ class Executor:
                 if i is None:
                     raise SQLError(207, f"Invalid column name '{name}'.", 16, 1, stmt.line)
                 if i in positions:
-                    raise SQLError(
-                        264,
-                        f"The column name '{t.columns[i].name}' is specified more than once in the "
-                        "SET clause or column list of an INSERT. A column cannot be assigned more "
-                        "than one value in the same clause. Modify the clause to make sure that a "
-                        "column is updated only once. If this statement updates or inserts columns "
-                        "into a view, column aliasing can conceal the duplication in your code.",
-                        16,
-                        1,
-                        stmt.line,
-                    )
+                    raise _assigned_twice(t.columns[i].name, stmt.line)
                 positions.append(i)
         else:
             positions = list(range(len(t.columns)))
@@ -1387,17 +1377,7 @@ class Executor:
                 continue
             pos, col = b.scope.resolve(target.parts, target.line)
             if pos in seen:
-                raise SQLError(
-                    264,
-                    f"The column name '{col.name}' is specified more than once in the SET clause or "
-                    "column list of an INSERT. A column cannot be assigned more than one value in the "
-                    "same clause. Modify the clause to make sure that a column is updated only once. "
-                    "If this statement updates or inserts columns into a view, column aliasing can "
-                    "conceal the duplication in your code.",
-                    16,
-                    1,
-                    stmt.line,
-                )
+                raise _assigned_twice(col.name, stmt.line)
             seen.add(pos)
             if op != "=":
                 ce = b.binary(A.Binary(op[0], A.Col(target.parts, target.line), e))
@@ -1553,17 +1533,7 @@ class Executor:
                             stmt.line,
                         )
                     if pos in seen:
-                        raise SQLError(
-                            264,
-                            f"The column name '{col.name}' is specified more than once in the SET "
-                            "clause or column list of an INSERT. A column cannot be assigned more than "
-                            "one value in the same clause. Modify the clause to make sure that a column "
-                            "is updated only once. If this statement updates or inserts columns into a "
-                            "view, column aliasing can conceal the duplication in your code.",
-                            16,
-                            1,
-                            stmt.line,
-                        )
+                        raise _assigned_twice(col.name, stmt.line)
                     seen.add(pos)
                     if op != "=":
                         ce = b.binary(A.Binary(op[0], A.Col(target.parts, target.line), e))
@@ -1678,13 +1648,7 @@ class Executor:
                         continue
                     locks.acquire(sid, ("k", oid, lock_key(t, row, rid)), "X", TXN)
                     touched.add(rid)
-                    if w.action == "DELETE":
-                        actions.append(("DELETE", rid, None, row))
-                    else:
-                        new = list(row)
-                        for pos, fn in sets:
-                            new[pos] = fn(c, combo)
-                        actions.append(("UPDATE", rid, new, row))
+                    actions.append(_merge_row_action(w, rid, row, sets, c, combo))
                     count += 1
                     break
             else:
@@ -1714,13 +1678,7 @@ class Executor:
                     if cond is not None and cond(c, combo) is not True:
                         continue
                     locks.acquire(sid, ("k", oid, lock_key(t, row, rid)), "X", TXN)
-                    if w.action == "DELETE":
-                        actions.append(("DELETE", rid, None, row))
-                    else:
-                        new = list(row)
-                        for pos, fn in sets:
-                            new[pos] = fn(c, combo)
-                        actions.append(("UPDATE", rid, new, row))
+                    actions.append(_merge_row_action(w, rid, row, sets, c, combo))
                     count += 1
                     break
         undo = s.undo
@@ -1758,6 +1716,35 @@ def _key_row(t: Table, pk: Index, vals: list[Any]) -> Row:
     for (ci, _), v in zip(pk.columns, vals):
         row[ci] = v
     return row
+
+
+def _assigned_twice(column: str, line: int) -> SQLError:
+    """264: a column named twice in an INSERT column list, an UPDATE or a MERGE ... UPDATE SET list."""
+    return SQLError(
+        264,
+        f"The column name '{column}' is specified more than once in the SET clause or column list of an "
+        "INSERT. A column cannot be assigned more than one value in the same clause. Modify the clause to "
+        "make sure that a column is updated only once. If this statement updates or inserts columns into a "
+        "view, column aliasing can conceal the duplication in your code.",
+        16,
+        1,
+        line,
+    )
+
+
+def _merge_row_action(
+    w: A.MergeWhen, rid: int, row: Row, sets: list[tuple[int, Fn]], c: Ctx, combo: Row
+) -> tuple[str, Optional[int], Optional[Row], Optional[Row]]:
+    """WHEN MATCHED / WHEN NOT MATCHED BY SOURCE on one target row: DELETE it, or UPDATE it.
+
+    ``sets`` are evaluated on ``combo``: the target row + the source row (NULLs when there is none).
+    """
+    if w.action == "DELETE":
+        return ("DELETE", rid, None, row)
+    new = list(row)
+    for pos, fn in sets:
+        new[pos] = fn(c, combo)
+    return ("UPDATE", rid, new, row)
 
 
 def bind_top(b: Binder, e: A.Expr) -> Fn:

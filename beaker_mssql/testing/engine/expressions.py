@@ -430,6 +430,12 @@ _OPNAMES = {
 }
 
 
+def _incompatible(ta: SqlT, tb: SqlT, op: str) -> SQLError:
+    return SQLError(
+        402, f"The data types {ta.kind} and {tb.kind} are incompatible in the {_OPNAMES[op]} operator.", 16
+    )
+
+
 def _bin_rstrip(v: Any) -> Any:
     return v.rstrip(b"\x00")
 
@@ -819,19 +825,11 @@ class Binder:
                     return None
 
                 return CE(null_fn, T_INT, deps)
-            raise SQLError(
-                402,
-                f"The data types {ta.kind} and {tb.kind} are incompatible in the {_OPNAMES[op]} operator.",
-                16,
-            )
+            raise _incompatible(ta, tb, op)
         if rt.kind == "bit" and op in ("+", "-", "*", "/", "%"):
             rt = T_INT
         if op in ("&", "|", "^") and rt.kind == "float":
-            raise SQLError(
-                402,
-                f"The data types {ta.kind} and {tb.kind} are incompatible in the {_OPNAMES[op]} operator.",
-                16,
-            )
+            raise _incompatible(ta, tb, op)
         fa = self.coerce(a, rt)
         fb = self.coerce(b, rt)
 
@@ -900,7 +898,8 @@ class Binder:
 
         return CE(case_fn, rt, True)
 
-    def scalar_subquery(self, sel: A.Select) -> CE:
+    def one_column_subquery(self, sel: A.Select) -> tuple[Any, SqlT]:
+        """A subquery used as a value (scalar or IN): its runner and its one column's type (else 116)."""
         run, types = self.subquery(sel)
         if len(types) != 1:
             raise SQLError(
@@ -909,6 +908,10 @@ class Binder:
                 "introduced with EXISTS.",
                 16,
             )
+        return run, types[0]
+
+    def scalar_subquery(self, sel: A.Select) -> CE:
+        run, type_ = self.one_column_subquery(sel)
 
         def sub_fn(c: Ctx, r: Any) -> Any:
             rows = run(c, 2)
@@ -923,24 +926,17 @@ class Binder:
                 )
             return rows[0][0]
 
-        return CE(sub_fn, types[0], False)
+        return CE(sub_fn, type_, False)
 
     def in_select(self, e: A.InSelect) -> CE:
-        run, types = self.subquery(e.select)
-        if len(types) != 1:
-            raise SQLError(
-                116,
-                "Only one expression can be specified in the select list when the subquery is not "
-                "introduced with EXISTS.",
-                16,
-            )
+        run, type_ = self.one_column_subquery(e.select)
         left = self.compile(e.operand)
         holder: list[Any] = [None]
 
         def cell(c: Ctx, r: Any) -> Any:
             return holder[0]
 
-        cmp = self.compare("=", left, CE(cell, types[0])).fn
+        cmp = self.compare("=", left, CE(cell, type_)).fn
         negated = e.negated
 
         def in_fn(c: Ctx, r: Any) -> Any:

@@ -71,16 +71,28 @@ def _syntax_near(text: str, line: int) -> SQLError:
     return SQLError(102, f"Incorrect syntax near '{text}'.", 15, 1, line)
 
 
+def _unclosed_quote(body: str, line: int) -> SQLError:
+    return SQLError(105, f"Unclosed quotation mark after the character string '{body}'.", 15, 1, line)
+
+
 def _literal(group: str | None, text: str) -> tuple[str, LiteralValue]:
+    """The literal's kind (its marker in the shape key) and value.
+
+    A string or binary literal longer than a non-max type holds (4000 nvarchar characters, 8000 varchar
+    characters or varbinary bytes) gets kind + "m", so its batch has a shape key (and plan) of its own.
+    """
     if group == "nstr":
-        return LIT_NSTR, text[2:-1].replace("''", "'")
+        s = text[2:-1].replace("''", "'")
+        return (LIT_NSTR + "m" if len(s) > 4000 else LIT_NSTR), s
     if group == "str":
-        return LIT_STR, text[1:-1].replace("''", "'")
+        s = text[1:-1].replace("''", "'")
+        return (LIT_STR + "m" if len(s) > 8000 else LIT_STR), s
     if group == "hex":
         digits = text[2:]
         if len(digits) % 2:
             digits = "0" + digits
-        return LIT_HEX, bytes.fromhex(digits)
+        b = bytes.fromhex(digits)
+        return (LIT_HEX + "m" if len(b) > 8000 else LIT_HEX), b
     # number
     if "e" in text or "E" in text:
         return LIT_FLOAT, float(text)
@@ -97,7 +109,6 @@ def _literal(group: str | None, text: str) -> tuple[str, LiteralValue]:
 def _skip_block_comment(text: str, pos: int, line: int) -> tuple[int, int]:
     """``pos`` is just after an opening ``/*``; T-SQL block comments nest."""
     depth = 1
-    n = len(text)
     while depth:
         star = text.find("*/", pos)
         open_ = text.find("/*", pos)
@@ -109,7 +120,6 @@ def _skip_block_comment(text: str, pos: int, line: int) -> tuple[int, int]:
         else:
             depth -= 1
             pos = star + 2
-    del n
     return pos, line
 
 
@@ -132,10 +142,6 @@ def _scan_slow(text: str) -> tuple[str, list[LiteralValue], list[str]]:
             kind, value = _literal(group, raw)
             parts.append(text[last:pos])
             nl = raw.count("\n")
-            if kind in (LIT_NSTR, LIT_STR, LIT_HEX) and len(value) > (  # type: ignore[arg-type]
-                4000 if kind == LIT_NSTR else 8000
-            ):
-                kind += "m"
             parts.append(f"\x00{kind}{nl}\x00" if nl else f"\x00{kind}\x00")
             values.append(value)
             raws.append(raw)
@@ -146,8 +152,7 @@ def _scan_slow(text: str) -> tuple[str, list[LiteralValue], list[str]]:
         elif group == "badstr":
             line = text.count("\n", 0, pos) + 1
             raw = m.group()
-            body = raw[2:] if raw[0] in "Nn" else raw[1:]
-            raise SQLError(105, f"Unclosed quotation mark after the character string '{body}'.", 15, 1, line)
+            raise _unclosed_quote(raw[2:] if raw[0] in "Nn" else raw[1:], line)
         pos = end
     parts.append(text[last:])
     return "".join(parts), values, raws
@@ -236,13 +241,8 @@ def scan_literals(text: str) -> tuple[str, list[LiteralValue], list[str]]:
         raw = text[start:end]
         if group == "badstr":
             line = text.count("\n", 0, start) + 1
-            body = text[start + (2 if raw[0] in "Nn" else 1) :]
-            raise SQLError(105, f"Unclosed quotation mark after the character string '{body}'.", 15, 1, line)
+            raise _unclosed_quote(text[start + (2 if raw[0] in "Nn" else 1) :], line)
         kind, value = _literal(group, raw)
-        if kind in (LIT_NSTR, LIT_STR, LIT_HEX) and len(value) > (  # type: ignore[arg-type]
-            4000 if kind == LIT_NSTR else 8000
-        ):
-            kind += "m"
         parts.append(text[last:start])
         nl = raw.count("\n") if kind[0] in "NS" else 0
         parts.append(f"\x00{kind}{nl}\x00" if nl else f"\x00{kind}\x00")
@@ -299,12 +299,9 @@ def tokenize(text: str) -> list[Token]:
         elif group == "op":
             append(Token("op", raw, line, raw, pos, end, raw=raw))
         elif group == "badstr":
-            body = raw[2:] if raw[0] in "Nn" else raw[1:]
-            raise SQLError(105, f"Unclosed quotation mark after the character string '{body}'.", 15, 1, line)
+            raise _unclosed_quote(raw[2:] if raw[0] in "Nn" else raw[1:], line)
         elif group == "badbr":
-            raise SQLError(
-                105, f"Unclosed quotation mark after the character string '{raw[1:]}'.", 15, 1, line
-            )
+            raise _unclosed_quote(raw[1:], line)
         else:
             raise _syntax_near(raw, line)
         line += raw.count("\n")

@@ -851,20 +851,8 @@ class _Run:
         for name, cols, clustered, kind in sorted(pk_specs, key=lambda p: p[3] != "PRIMARY KEY"):
             positions = []
             for cname, desc in cols:
-                ci = table.col_index.get(cname.upper())
-                if ci is None:
-                    raise SQLError(
-                        1911, f"Column name '{cname}' does not exist in the target table or view.", 16, 1
-                    )
+                ci = _key_column(table, cname, full)
                 col = columns[ci]
-                if col.type.length == MAX:
-                    raise SQLError(
-                        1919,
-                        f"Column '{col.name}' in table '{full}' is of a type that is invalid for use "
-                        "as a key column in an index.",
-                        16,
-                        1,
-                    )
                 if kind == "PRIMARY KEY":
                     if st.columns[ci].nullable is True:
                         raise SQLError(
@@ -952,28 +940,8 @@ class _Run:
             )
         positions = []
         for cname, desc in st.columns:
-            ci = t.col_index.get(cname.upper())
-            if ci is None:
-                raise SQLError(
-                    1911, f"Column name '{cname}' does not exist in the target table or view.", 16, 1
-                )
-            if t.columns[ci].type.length == MAX:
-                raise SQLError(
-                    1919,
-                    f"Column '{t.columns[ci].name}' in table '{t.qualified}' is of a type that is "
-                    "invalid for use as a key column in an index.",
-                    16,
-                    1,
-                )
-            positions.append((ci, desc))
-        included = []
-        for cname in st.include:
-            ci = t.col_index.get(cname.upper())
-            if ci is None:
-                raise SQLError(
-                    1911, f"Column name '{cname}' does not exist in the target table or view.", 16, 1
-                )
-            included.append(ci)
+            positions.append((_key_column(t, cname, t.qualified), desc))
+        included = [_index_column(t, cname) for cname in st.include]
         if st.clustered:
             existing = [ix for ix in t.indexes if ix.clustered]
             if existing:
@@ -1067,6 +1035,32 @@ _LEAF_HANDLERS: dict[type, Callable[[_Run, Any], None]] = {
     A.Raiserror: _Run.raiserror,
     A.Throw: _Run.throw,
 }
+
+
+def _index_column(t: Table, cname: str) -> int:
+    """Position of a column named in an index or constraint (1911 if the table has no such column)."""
+    ci = t.col_index.get(cname.upper())
+    if ci is None:
+        raise SQLError(1911, f"Column name '{cname}' does not exist in the target table or view.", 16, 1)
+    return ci
+
+
+def _key_column(t: Table, cname: str, table_text: str) -> int:
+    """Like _index_column, for a key column: a (max) column cannot be one (1919).
+
+    ``table_text`` is how the message names the table: CREATE TABLE says the bare name, CREATE INDEX
+    schema.name.
+    """
+    ci = _index_column(t, cname)
+    if t.columns[ci].type.length == MAX:
+        raise SQLError(
+            1919,
+            f"Column '{t.columns[ci].name}' in table '{table_text}' is of a type that is invalid for use "
+            "as a key column in an index.",
+            16,
+            1,
+        )
+    return ci
 
 
 def _int_param(v: Any) -> int:
