@@ -83,6 +83,10 @@ def _gc_watch() -> None:
 def _serve(conn: Connection, kwargs: dict[str, Any]) -> None:
     """Child process: run one SQLServerStandIn and answer commands from the parent until 'stop'."""
     from beaker_mssql.testing import SQLServerStandIn
+    from beaker_mssql.testing.server import STANDALONE_SWITCH_INTERVAL
+
+    # As `beaker-mssql standin` does in its own process: see server.STANDALONE_SWITCH_INTERVAL.
+    sys.setswitchinterval(STANDALONE_SWITCH_INTERVAL)
 
     server = SQLServerStandIn(**kwargs)
     server.start()

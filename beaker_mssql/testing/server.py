@@ -15,6 +15,7 @@ import secrets
 import select
 import signal
 import socket
+import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -718,6 +719,14 @@ class RealServer:
     __str__ = __repr__
 
 
+# A stand-in in a process of its own serves each connection on its own thread, and a long statement
+# (a sweep's DELETE batch) is pure Python that holds the GIL. With CPython's default 5 ms switch
+# interval, a connection waiting for its turn loses up to 5 ms at every hand-over of the GIL, so a
+# single-row read during a sweep could outlast a whole batch; 0.5 ms keeps it to the batch in
+# progress. Only set where the stand-in owns the process (never inside a test run).
+STANDALONE_SWITCH_INTERVAL = 0.0005
+
+
 def run_standin(host: str = "127.0.0.1", port: int = 14330, database: str = "test", user: str = "sa",
                 password: Optional[str] = None, data_file: Optional[str] = None,
                 utc_offset: Optional[timedelta] = None, log_sql: bool = False,
@@ -732,9 +741,11 @@ def run_standin(host: str = "127.0.0.1", port: int = 14330, database: str = "tes
     server = SQLServerStandIn(port=port, database=database, user=user, password=password,
                               data_file=data_file, utc_offset=utc_offset, host=host, log_sql=log_sql)
     previous: dict[signal.Signals, Any] = {}
+    switch_interval = sys.getswitchinterval()
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, lambda _s, _f: done_event.set())
+        sys.setswitchinterval(STANDALONE_SWITCH_INTERVAL)
     try:
         server.start()
         print(server.url, flush=True)
@@ -746,6 +757,7 @@ def run_standin(host: str = "127.0.0.1", port: int = 14330, database: str = "tes
         server.close()
         for signum, handler in previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        sys.setswitchinterval(switch_interval)
     return 0
 
 

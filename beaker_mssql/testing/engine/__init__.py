@@ -13,6 +13,7 @@ from typing import Optional, Protocol
 from ..clock import Clock
 from ..results import SQLError
 from .ast import Batch
+from .fairlock import FairLock
 from .lexer import LiteralValue
 from .locks import LockManager
 from .persist import load_file, save_file
@@ -41,10 +42,11 @@ class Engine:
         self.database = database
         self.data_file = data_file
         self.hooks = hooks
-        # The engine mutex, and a condition on it for lock waits. Hot paths enter ``mutex`` directly:
-        # the same lock, without Condition's Python-level __enter__/__exit__ (twice per statement).
-        self.mutex = threading.Lock()
-        self.cond = threading.Condition(self.mutex)
+        # The engine mutex (first come, first served: see fairlock.py), and a condition on it for lock
+        # waits. Hot paths enter ``mutex`` directly: the same lock, without Condition's Python-level
+        # __enter__/__exit__ (twice per statement).
+        self.mutex = FairLock()
+        self.cond = threading.Condition(self.mutex)  # type: ignore[arg-type]  # any acquire/release lock works
         self.locks = LockManager()
         self.databases: dict[str, Database] = {"master": Database("master")}
         if database.upper() != "MASTER":
