@@ -26,6 +26,7 @@ def test_waiters_get_the_lock_in_arrival_order() -> None:
         def worker(n: int = n) -> None:
             with lock:
                 order.append(n)
+                time.sleep(0.01)  # hold it a moment: the queue is still busy when main tries below
         thread = threading.Thread(target=worker)
         thread.start()
         _wait_for_waiters(lock, n + 1)  # queue them one by one, in a known order
