@@ -4,7 +4,9 @@ Every statement runs under one engine-wide mutex (that is what makes each statem
 plain ``threading.Lock`` a connection that runs statement after statement (a sweep's DELETE batches) can
 take the mutex again before a waiting connection gets its turn, so a single-row read could wait out
 several batches. SQL Server grants waiting lock requests in order; this lock does the same by handing
-the mutex directly to the longest waiter on release.
+the mutex directly to the longest waiter on release. The price, measured with
+benchmarks/standin_speed.py: about 20 % fewer upserts per second over 16 busy connections (every
+hand-over is a thread switch); single-connection speed is unchanged.
 """
 
 from __future__ import annotations
