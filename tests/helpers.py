@@ -10,7 +10,8 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from typing import Callable
+from typing import Any, Callable, Optional
+from wsgiref.util import setup_testing_defaults
 
 
 def new_sid() -> str:
@@ -50,3 +51,44 @@ def run_threads(target: Callable[[int], object], count: int, timeout: float = 60
         if thread.is_alive():
             errors.append(TimeoutError(f"{thread.name} still running after {timeout} s"))
     return errors
+
+
+class WSGIClient:
+    """A cookie-keeping WSGI caller (what a browser does), without webtest's error wrapping.
+
+    Direct calls keep the concurrency and fault tests cheap and let a backend exception reach the
+    test as itself; any status but 200 fails the request.
+    """
+
+    def __init__(self, app: Callable[..., Any], cookie: Optional[str] = None) -> None:
+        self.app = app
+        self.cookie = cookie
+
+    def get(self, path: str) -> str:
+        environ: dict[str, Any] = {}
+        setup_testing_defaults(environ)
+        environ["PATH_INFO"], _, environ["QUERY_STRING"] = path.partition("?")
+        if self.cookie:
+            environ["HTTP_COOKIE"] = self.cookie
+        headers: list[tuple[str, str]] = []
+
+        def start_response(status: str, hdrs: list[tuple[str, str]], exc_info: Any = None) -> None:
+            assert status == "200 OK", status
+            headers.extend(hdrs)
+
+        body = b"".join(self.app(environ, start_response)).decode("utf-8")
+        for name, value in headers:
+            if name.lower() == "set-cookie":
+                self.cookie = value.split(";", 1)[0]
+        return body
+
+    @property
+    def sid(self) -> str:
+        """The session id in the cookie the client holds."""
+        assert self.cookie
+        return self.cookie.split("=", 1)[1]
+
+
+def signed_cookie_sid(app: Any, cookie: str = "beaker.session.id") -> str:
+    """The session id inside a webtest app's signed Beaker cookie (40 hex characters of HMAC, then the id)."""
+    return str(app.cookies[cookie]).strip('"')[40:]

@@ -592,21 +592,6 @@ def session_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
     return [body.encode("utf-8")]
 
 
-def call(app: Callable[..., Any], sid: str) -> dict[str, Any]:
-    environ: dict[str, Any] = {}
-    setup_testing_defaults(environ)
-    environ["HTTP_COOKIE"] = f"beaker.session.id={sid}"
-    statuses: list[str] = []
-
-    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
-        statuses.append(status)
-
-    body = b"".join(app(environ, start_response))
-    assert statuses == ["200 OK"]
-    result: dict[str, Any] = json.loads(body)
-    return result
-
-
 # Every corrupt row for both session serializers, except a pickle row read by a pickle session
 # (which is not corrupt at all).
 CORRUPT_CASES = [
@@ -628,7 +613,7 @@ def test_corrupt_row_is_invalidated_never_crashes_or_leaks(
     opts = {"type": "ext:mssql", "url": mssql_server.url, "table": mssql_table, "data_serializer": serializer}
     # invalidate_corrupt=True (SessionMiddleware's default): a fresh session, never another user's data.
     app = SessionMiddleware(session_app, invalidate_corrupt=True, **opts)
-    result = call(app, sid)
+    result = _request_with_cookie(app, sid)
     assert result["user"] != "someone-else"
     assert result["is_new"] is True
     assert result["id"] != sid
@@ -658,7 +643,7 @@ def test_connect_mssql_v2_row_is_read_or_invalidated(
     _insert_raw(mssql_server, mssql_table, sid, CONNECT_MSSQL_V2_ROW)
     opts = {"type": "ext:mssql", "url": mssql_server.url, "table": mssql_table, "data_serializer": serializer}
     app = SessionMiddleware(session_app, invalidate_corrupt=True, **opts)
-    result = call(app, sid)
+    result = _request_with_cookie(app, sid)
     if result["is_new"]:
         assert result["user"] is None and result["id"] != sid
     else:  # json sessions can read it: the same sid's own data, nothing else
@@ -741,7 +726,7 @@ def test_bad_url_never_shows_its_password() -> None:
 def test_bad_option_through_beaker_fails_the_request_clearly(mssql_server: Any, mssql_table: str) -> None:
     app = SessionMiddleware(session_app, type="ext:mssql", url=mssql_server.url, table=mssql_table, ttl=-5)
     with pytest.raises(ConfigurationError) as info:
-        call(app, uuid.uuid4().hex)
+        _request_with_cookie(app, uuid.uuid4().hex)
     assert "ttl" in str(info.value)
 
 

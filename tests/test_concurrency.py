@@ -15,13 +15,13 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 from urllib.parse import parse_qs
-from wsgiref.util import setup_testing_defaults
 
 import pytest
 from beaker.middleware import SessionMiddleware
 from beaker.session import Session
+from helpers import WSGIClient
 
 from beaker_mssql import namespace as ns_module
 from beaker_mssql.namespace import close_all
@@ -55,35 +55,6 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[byt
         body = str(session.get("value"))
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [body.encode("utf-8")]
-
-
-class Client:
-    def __init__(self, wsgi: Callable[..., Any], cookie: Optional[str] = None) -> None:
-        self.wsgi = wsgi
-        self.cookie = cookie
-
-    def get(self, path: str) -> str:
-        environ: dict[str, Any] = {}
-        setup_testing_defaults(environ)
-        environ["PATH_INFO"], _, environ["QUERY_STRING"] = path.partition("?")
-        if self.cookie:
-            environ["HTTP_COOKIE"] = self.cookie
-        headers: list[tuple[str, str]] = []
-
-        def start_response(status: str, hdrs: list[tuple[str, str]], exc_info: Any = None) -> None:
-            assert status == "200 OK", status
-            headers.extend(hdrs)
-
-        body = b"".join(self.wsgi(environ, start_response)).decode("utf-8")
-        for name, value in headers:
-            if name.lower() == "set-cookie":
-                self.cookie = value.split(";", 1)[0]
-        return body
-
-    @property
-    def sid(self) -> str:
-        assert self.cookie
-        return self.cookie.split("=", 1)[1]
 
 
 class Monitor:
@@ -237,7 +208,7 @@ def test_distinct_sessions_under_concurrency_with_sweeper(
     mismatches: list[str] = []
 
     def client(n: int) -> None:
-        c = Client(wsgi)
+        c = WSGIClient(wsgi)
         last = None
         for i in range(REQUESTS_PER_THREAD):
             if i % 2 == 0:
@@ -292,7 +263,7 @@ def test_one_shared_session_under_concurrency_with_sweeper(
     lock = threading.Lock()
 
     def client(n: int) -> None:
-        c = Client(wsgi, cookie=f"beaker.session.id={sid}")
+        c = WSGIClient(wsgi, cookie=f"beaker.session.id={sid}")
         for i in range(REQUESTS_PER_THREAD):
             if i % 2 == 0:
                 value = f"t{n}-r{i}"
@@ -327,7 +298,7 @@ def test_pool_smaller_than_thread_count_waits_instead_of_failing(
     wsgi = SessionMiddleware(app, **opts)
 
     def client(n: int) -> None:
-        c = Client(wsgi)
+        c = WSGIClient(wsgi)
         for i in range(6):
             assert c.get(f"/write?v={n}-{i}") == "ok"
             assert c.get("/read") == f"{n}-{i}"
@@ -353,7 +324,7 @@ def test_pool_keeps_connections_under_sustained_load(
     per_thread = 30
 
     def client(n: int) -> None:
-        c = Client(wsgi)
+        c = WSGIClient(wsgi)
         for i in range(per_thread):
             assert c.get(f"/write?v={n}-{i}") == "ok"
 

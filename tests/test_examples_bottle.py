@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from beaker.session import SignedCookie
+from helpers import signed_cookie_sid
 from webtest import TestApp
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -16,10 +17,6 @@ import bottle_app  # noqa: E402
 
 COOKIE = "bottle_example"
 SECRET = "change-me-to-a-long-random-string"
-
-
-def sid_of(app: TestApp) -> str:
-    return app.cookies[COOKIE].strip('"')[40:]
 
 
 def stored(server, table: str, sid: str):
@@ -32,12 +29,12 @@ def test_counter_login_and_restart(mssql_url, mssql_server, mssql_table, monkeyp
     app = TestApp(bottle_app.make_app(mssql_url, mssql_table))
     assert app.get("/").json == {"visits": 1, "user": None}
     assert app.get("/").json == {"visits": 2, "user": None}
-    anonymous = sid_of(app)
+    anonymous = signed_cookie_sid(app, COOKIE)
 
     assert app.post("/login", {"username": "carol"}).json == {"user": "carol"}
-    assert sid_of(app) != anonymous  # a new id on login ...
+    assert signed_cookie_sid(app, COOKIE) != anonymous  # a new id on login ...
     assert stored(mssql_server, mssql_table, anonymous) is None  # ... and the old row is gone
-    assert stored(mssql_server, mssql_table, sid_of(app))["user"] == "carol"
+    assert stored(mssql_server, mssql_table, signed_cookie_sid(app, COOKIE))["user"] == "carol"
 
     restarted = TestApp(bottle_app.make_app(mssql_url, mssql_table), cookiejar=app.cookiejar)
     assert restarted.get("/").json == {"visits": 3, "user": "carol"}
@@ -51,11 +48,11 @@ def test_login_needs_a_name(mssql_url, mssql_table):
 def test_logout_removes_the_row(mssql_url, mssql_server, mssql_table):
     app = TestApp(bottle_app.make_app(mssql_url, mssql_table))
     app.post("/login", {"username": "dave"})
-    sid = sid_of(app)
+    sid = signed_cookie_sid(app, COOKIE)
     assert stored(mssql_server, mssql_table, sid) is not None
     app.post("/logout")
     assert stored(mssql_server, mssql_table, sid) is None
-    assert sid_of(app) != sid
+    assert signed_cookie_sid(app, COOKIE) != sid
     assert mssql_server.execute(f"SELECT COUNT(*) FROM {mssql_table}") == [(0,)]  # nothing saved yet
     assert app.get("/").json == {"visits": 1, "user": None}
 
@@ -78,4 +75,4 @@ def test_forged_cookies_get_fresh_sessions(mssql_url, mssql_server, mssql_table,
     unknown.set_cookie(COOKIE, SignedCookie(SECRET).value_encode("f" * 32)[1])
     assert unknown.get("/").json == {"visits": 1, "user": None}
 
-    assert stored(mssql_server, mssql_table, sid_of(victim))["user"] == "erin"
+    assert stored(mssql_server, mssql_table, signed_cookie_sid(victim, COOKIE))["user"] == "erin"

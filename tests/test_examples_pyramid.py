@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from beaker.session import SignedCookie
+from helpers import signed_cookie_sid
 from webtest import TestApp
 
 from beaker_mssql.config import ConfigurationError
@@ -59,11 +60,6 @@ def visits(page) -> int:
     return int(page.html.find(id="visits").text)
 
 
-def sid_of(app: TestApp) -> str:
-    """The session id inside the signed cookie (40 hex characters of HMAC, then the id)."""
-    return app.cookies[COOKIE].strip('"')[40:]
-
-
 def row(server, table: str, sid: str):
     rows = server.execute(
         f"SELECT [session], [expires] FROM {table} WHERE [sid] = N'{sid}' COLLATE Latin1_General_BIN2"
@@ -81,7 +77,7 @@ def test_visit_counter_lives_in_sql_server_and_survives_an_app_restart(settings,
     app = browser(settings)
     assert visits(app.get("/")) == 1
     assert visits(app.get("/")) == 2
-    sid = sid_of(app)
+    sid = signed_cookie_sid(app, COOKIE)
     stored = row(mssql_server, mssql_table, sid)
     assert stored is not None
     # data_serializer = json: the column is readable JSON (connect-mssql-v2 can share it)
@@ -89,7 +85,7 @@ def test_visit_counter_lives_in_sql_server_and_survives_an_app_restart(settings,
 
     restarted = browser(settings, cookiejar=app.cookiejar)  # new app object, same database and cookies
     assert visits(restarted.get("/")) == 3
-    assert sid_of(restarted) == sid
+    assert signed_cookie_sid(restarted, COOKIE) == sid
     stranger = browser(settings)  # another browser: its own session
     assert visits(stranger.get("/")) == 1
 
@@ -97,9 +93,9 @@ def test_visit_counter_lives_in_sql_server_and_survives_an_app_restart(settings,
 def test_login_gets_a_new_session_id_and_flashes_once(settings, mssql_server, mssql_table):
     app = browser(settings)
     app.get("/")
-    before = sid_of(app)
+    before = signed_cookie_sid(app, COOKIE)
     page = login(app, "alice")
-    after = sid_of(app)
+    after = signed_cookie_sid(app, COOKIE)
     assert after != before  # session fixation: an id known before login is useless after it
     assert page.html.find(id="user").text == "alice"
     assert [li.text for li in page.html.find_all("li", class_="flash")] == ["Welcome, alice!"]
@@ -119,13 +115,13 @@ def test_login_requires_the_csrf_token(settings):
 def test_logout_deletes_the_row_and_starts_a_new_id(settings, mssql_server, mssql_table):
     app = browser(settings)
     login(app, "bob")
-    sid = sid_of(app)
+    sid = signed_cookie_sid(app, COOKIE)
     assert row(mssql_server, mssql_table, sid) is not None
     page = app.get("/")
     response = page.forms["logout"].submit()
     assert response.status_int == 303
     assert row(mssql_server, mssql_table, sid) is None  # deleted, not just emptied
-    assert sid_of(app) != sid  # the browser continues with a new id
+    assert signed_cookie_sid(app, COOKIE) != sid  # the browser continues with a new id
     assert app.get("/whoami").json == {"user": None, "visits": 0}
     page = response.follow()
     assert [li.text for li in page.html.find_all("li", class_="flash")] == ["You are logged out."]
@@ -140,8 +136,8 @@ def test_tampered_cookie_gets_a_fresh_session(settings, mssql_server, mssql_tabl
     mallory.set_cookie(COOKIE, flipped)
     assert mallory.get("/whoami").json == {"user": None, "visits": 0}
     assert visits(mallory.get("/")) == 1
-    assert sid_of(mallory) != sid_of(alice)
-    assert json.loads(row(mssql_server, mssql_table, sid_of(alice))[0])["user"] == "alice"
+    assert signed_cookie_sid(mallory, COOKIE) != signed_cookie_sid(alice, COOKIE)
+    assert json.loads(row(mssql_server, mssql_table, signed_cookie_sid(alice, COOKIE))[0])["user"] == "alice"
 
 
 def test_unknown_id_with_a_valid_signature_gets_a_fresh_session(settings):
@@ -158,7 +154,7 @@ def test_case_variant_of_another_users_id_never_loads_or_overwrites_it(settings,
     """The table's collation is case-insensitive; the BIN2 predicate keeps 'ABC' from finding 'abc'."""
     alice = browser(settings)
     login(alice, "alice")
-    sid = sid_of(alice)
+    sid = signed_cookie_sid(alice, COOKIE)
     assert sid != sid.upper()
     mallory = browser(settings)
     mallory.set_cookie(COOKIE, SignedCookie(settings["session.secret"]).value_encode(sid.upper())[1])
@@ -177,7 +173,7 @@ def test_expiry_follows_the_database_clock(settings, standin, mssql_table, use_u
     standin.clock.utc_offset = timedelta(hours=5)
     app = browser(settings, **{"session.ttl": "600", "session.use_utc": str(use_utc).lower()})
     assert visits(app.get("/")) == 1
-    sid = sid_of(app)
+    sid = signed_cookie_sid(app, COOKIE)
     _, expires = row(standin, mssql_table, sid)
     ((local_now, utc_now),) = standin.execute("SELECT GETDATE(), GETUTCDATE()")
     now = utc_now if use_utc else local_now

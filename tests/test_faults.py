@@ -18,10 +18,10 @@ import uuid
 from collections.abc import Iterator
 from typing import Any, Callable, Optional
 from urllib.parse import parse_qs, quote
-from wsgiref.util import setup_testing_defaults
 
 import pytest
 from beaker.middleware import SessionMiddleware
+from helpers import WSGIClient
 
 from beaker_mssql.errors import ConnectionFailedError, DatabaseError, MSSQLStoreError
 from beaker_mssql.namespace import close_all
@@ -62,36 +62,6 @@ def session_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
     return [body.encode("utf-8")]
 
 
-class Client:
-    """A cookie-keeping WSGI caller (what a browser does), without webtest's error wrapping."""
-
-    def __init__(self, app: WSGIApp) -> None:
-        self.app = app
-        self.cookie: Optional[str] = None
-
-    def get(self, path: str) -> str:
-        environ: dict[str, Any] = {}
-        setup_testing_defaults(environ)
-        path, _, query = path.partition("?")
-        environ["PATH_INFO"] = path
-        environ["QUERY_STRING"] = query
-        if self.cookie:
-            environ["HTTP_COOKIE"] = self.cookie
-        headers: list[tuple[str, str]] = []
-
-        def start_response(
-            status: str, response_headers: list[tuple[str, str]], exc_info: Any = None
-        ) -> None:
-            assert status.startswith("200"), status
-            headers.extend(response_headers)
-
-        body = b"".join(self.app(environ, start_response))
-        for name, value in headers:
-            if name.lower() == "set-cookie":
-                self.cookie = value.split(";", 1)[0]
-        return body.decode("utf-8")
-
-
 def middleware(url: str, table: str, **options: Any) -> SessionMiddleware:
     opts: dict[str, Any] = {
         "type": "ext:mssql",
@@ -107,11 +77,6 @@ def middleware(url: str, table: str, **options: Any) -> SessionMiddleware:
 
 def table_name() -> str:
     return f"[dbo].[t_fault_{uuid.uuid4().hex[:10]}]"
-
-
-def sid_of(client: Client) -> str:
-    assert client.cookie is not None
-    return client.cookie.split("=", 1)[1]
 
 
 def stored(server: Any, table: str, sid: str) -> Optional[str]:
@@ -157,7 +122,7 @@ def test_database_down_at_startup_fails_clearly_then_recovers_without_restart(
 
         errors, session_errors = Recorder(), Recorder()
         app = middleware(server.url, table, on_error=errors, on_session_error=session_errors)
-        client = Client(app)
+        client = WSGIClient(app)
 
         # A request that does not use the session is unaffected.
         assert client.get("/plain") == "plain"
@@ -178,7 +143,7 @@ def test_database_down_at_startup_fails_clearly_then_recovers_without_restart(
         assert server.port == port
         assert client.get("/write?v=2") == "ok"
         assert client.get("/read") == "'2'"
-        assert stored(server, table, sid_of(client)) is not None
+        assert stored(server, table, client.sid) is not None
 
 
 def test_server_that_accepts_but_never_answers_hits_the_login_timeout(
@@ -222,7 +187,7 @@ def test_session_survives_server_restart_between_requests(standin: SQLServerStan
     with MSSQLStore(url=standin.url, table=table) as setup:
         setup.create_table()
     try:
-        client = Client(middleware(standin.url, table))
+        client = WSGIClient(middleware(standin.url, table))
         assert client.get("/write?v=before") == "ok"
         assert client.get("/read") == "'before'"
         standin.stop()
@@ -240,15 +205,15 @@ def test_request_during_outage_fails_then_works(standin: SQLServerStandIn) -> No
     with MSSQLStore(url=standin.url, table=table) as setup:
         setup.create_table()
     try:
-        client = Client(middleware(standin.url, table))
+        client = WSGIClient(middleware(standin.url, table))
         assert client.get("/write?v=kept") == "ok"
-        sid = sid_of(client)
+        sid = client.sid
         standin.stop()
         with pytest.raises(ConnectionFailedError):
             client.get("/read")
         standin.start()
         assert client.get("/read") == "'kept'"
-        assert sid_of(client) == sid
+        assert client.sid == sid
     finally:
         standin.execute(f"DROP TABLE {table}")
 
@@ -274,9 +239,9 @@ def test_dropped_connection_mid_request_is_replaced_and_retried(
     standin: SQLServerStandIn, mssql_table: str, path: str
 ) -> None:
     errors = Recorder()
-    client = Client(middleware(standin.url, mssql_table, retries=1, on_error=errors))
+    client = WSGIClient(middleware(standin.url, mssql_table, retries=1, on_error=errors))
     assert client.get("/write?v=1") == "ok"  # warm: one pooled connection
-    sid = sid_of(client)
+    sid = client.sid
     standin.reset_stats()
     standin.faults.drop_next_request(1)
     body = client.get(path)
@@ -286,7 +251,7 @@ def test_dropped_connection_mid_request_is_replaced_and_retried(
     assert errors.calls and isinstance(errors.calls[0][1], str)
     expected = "'1'" if path == "/read" else "'2'"
     assert client.get("/read") == expected
-    assert sid_of(client) == sid
+    assert client.sid == sid
 
 
 def test_dropped_connection_on_store_load_and_save(standin: SQLServerStandIn, mssql_table: str) -> None:
@@ -341,16 +306,16 @@ def test_connection_killed_while_a_save_is_in_flight(standin: SQLServerStandIn, 
 def test_save_that_cannot_complete_fails_loudly(standin: SQLServerStandIn, mssql_table: str) -> None:
     """Dropped more often than retries allow: the request raises; the old value is still stored."""
     session_errors = Recorder()
-    client = Client(middleware(standin.url, mssql_table, retries=1, on_session_error=session_errors))
+    client = WSGIClient(middleware(standin.url, mssql_table, retries=1, on_session_error=session_errors))
     assert client.get("/write?v=old") == "ok"
-    sid = sid_of(client)
+    sid = client.sid
     standin.faults.drop_next_request(5)  # first attempt + the retry (+ the retry's login batch)
     with pytest.raises(ConnectionFailedError):
         client.get("/write?v=new")
     standin.faults.clear()
     assert session_errors.calls, "on_session_error was not called for the failed save"
     assert client.get("/read") == "'old'"
-    assert sid_of(client) == sid
+    assert client.sid == sid
     text = stored(standin, mssql_table, sid)
     assert text is not None and "new" not in text
 
@@ -371,19 +336,19 @@ def test_transient_load_failure_never_silently_replaces_the_session(
     as corruption: it makes a new session id and loads again. If the database answers that second load,
     the user is silently logged out (a fresh empty session, a new cookie) although nothing was corrupt.
     A load that failed for a database reason must fail the request (or succeed with the real data)."""
-    client = Client(middleware(standin.url, mssql_table, retries=1))
+    client = WSGIClient(middleware(standin.url, mssql_table, retries=1))
     assert client.get("/write?v=mine") == "ok"
-    sid = sid_of(client)
+    sid = client.sid
     standin.faults.drop_next_request(2)  # the load and its retry fail; Beaker's invalidate path loads again
     try:
         body: Optional[str] = client.get("/read")
     except MSSQLStoreError:
         body = None  # failing loudly is the right outcome
     if body is not None:
-        assert (body, sid_of(client)) == ("'mine'", sid), "a database hiccup replaced the user's session"
+        assert (body, client.sid) == ("'mine'", sid), "a database hiccup replaced the user's session"
     standin.faults.clear()
     assert client.get("/read") == "'mine'"
-    assert sid_of(client) == sid
+    assert client.sid == sid
 
 
 # -- deadlock victim / lock timeout -----------------------------------------------------------------
@@ -430,7 +395,7 @@ def test_transient_error_on_save_is_retried_as_configured(
 
 def test_deadlock_on_beaker_save_fails_the_request(logged: SQLServerStandIn, mssql_table: str) -> None:
     session_errors = Recorder()
-    client = Client(middleware(logged.url, mssql_table, retries=2, on_session_error=session_errors))
+    client = WSGIClient(middleware(logged.url, mssql_table, retries=2, on_session_error=session_errors))
     assert client.get("/write?v=a") == "ok"
     logged.reset_stats()
     logged.faults.raise_error(1205, times=2, pattern="UPDATE")
