@@ -695,6 +695,8 @@ class MSSQLStore:
         if password:
             message = message.replace(password, "***")
         message = " ".join(message.split())
+        if number in _DBLIB_TEXT and (not message or message == str(number)):
+            message = _DBLIB_TEXT[number]
         where = self.settings.connection.describe()
         table = self.settings.table.quoted
         if number == 208 and not login:
