@@ -24,7 +24,14 @@ import pickle
 import zlib
 from typing import Any, Optional
 
-__all__ = ["ACCESS_KEY", "BlobFormat", "decode_blob", "merge_sessions", "same_but_access_time"]
+__all__ = [
+    "ACCESS_KEY",
+    "BlobFormat",
+    "decode_blob",
+    "decode_blob_text",
+    "merge_sessions",
+    "same_but_access_time",
+]
 
 ACCESS_KEY = "_accessed_time"
 CREATION_KEY = "_creation_time"
@@ -44,20 +51,32 @@ def decode_blob(blob: str) -> Optional[tuple[str, dict[str, Any]]]:
     Only blobs Beaker made in this process, or rows of our own table, come here: the same trust
     Beaker itself puts in the table when it unpickles a session.
     """
+    decoded = decode_blob_text(blob)
+    return None if decoded is None else (decoded[0], decoded[1])
+
+
+def decode_blob_text(blob: str) -> Optional[tuple[str, dict[str, Any], Optional[str]]]:
+    """:func:`decode_blob` plus the JSON text inside a json blob (None for pickle).
+
+    One decoding serves every use a save has for Beaker's blob (emptied-session check, freshness
+    comparison, merge, and storing the JSON text), instead of one base64/zlib/json pass per use.
+    """
     try:
         raw = base64.b64decode(blob, validate=True)
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, TypeError):
         return None
+    text: Optional[str] = None
     try:
         if raw[:1] == b"\x80":
             data = pickle.loads(raw)  # noqa: S301 - Beaker's own format, see the docstring
             fmt = BlobFormat.PICKLE
         else:
-            data = json.loads(zlib.decompress(raw).decode("utf-8"))
+            text = zlib.decompress(raw).decode("utf-8")
+            data = json.loads(text)
             fmt = BlobFormat.JSON
     except Exception:  # encrypted, custom serializer, or garbage: not ours to read
         return None
-    return (fmt, data) if isinstance(data, dict) else None
+    return (fmt, data, text) if isinstance(data, dict) else None
 
 
 def encode_blob(fmt: str, data: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ Row ids:
 from __future__ import annotations
 
 import atexit
+import functools
 import hashlib
 import json
 import math
@@ -43,8 +44,19 @@ from beaker_mssql.errors import (
     WriteOutcomeUnknownError,
 )
 from beaker_mssql.events import logger
-from beaker_mssql.merge import decode_blob, encode_blob, merge_sessions, same_but_access_time
-from beaker_mssql.payload import decode_session, encode_session, is_emptied_session
+from beaker_mssql.merge import (
+    decode_blob,
+    decode_blob_text,
+    encode_blob,
+    merge_sessions,
+    same_but_access_time,
+)
+from beaker_mssql.payload import (
+    decode_session_row,
+    encode_decoded_session,
+    encode_session,
+    is_emptied_dict,
+)
 from beaker_mssql.pool import ConnectionPool
 from beaker_mssql.sql import NO_EXPIRY_SECONDS
 from beaker_mssql.store import AppLock, Loaded, MSSQLStore, validate_sid
@@ -64,10 +76,21 @@ _lock = threading.Lock()
 _by_options: dict[Hashable, MSSQLStore] = {}
 _stores: dict[Settings, MSSQLStore] = {}
 _pools: dict[object, ConnectionPool] = {}
+# The options and store of the last call: an application passes the same options on every request,
+# and comparing two small dicts is cheaper than sorting one into a key.
+_last: Optional[tuple[dict[str, Any], MSSQLStore]] = None
 
 
 def store_for(options: Mapping[str, Any]) -> MSSQLStore:
     """The shared store for these options (parsed, prepared and pooled once per process)."""
+    global _last
+    last = _last
+    if last is not None:
+        try:
+            if last[0] == options:
+                return last[1]
+        except Exception:  # noqa: S110 - a value whose == raises: take the general path below
+            pass
     key: Optional[Hashable]
     try:
         key = tuple(sorted(options.items()))
@@ -79,6 +102,7 @@ def store_for(options: Mapping[str, Any]) -> MSSQLStore:
         if key is not None:
             with _lock:
                 _by_options[key] = store
+    _last = (dict(options), store)
     return store
 
 
@@ -95,7 +119,9 @@ def _store_for_settings(settings: Settings) -> MSSQLStore:
 
 def close_all() -> None:
     """Close every registered store and pool (atexit; tests use it to start clean)."""
+    global _last
     with _lock:
+        _last = None
         stores, pools = list(_stores.values()), list(_pools.values())
         _stores.clear()
         _pools.clear()
@@ -194,11 +220,19 @@ class MSSQLNamespaceManager(NamespaceManager):  # type: ignore[misc]
                 _fail_loudly_in_beaker_session(exc)
             raise
         self.settings = self.store.settings
-        self._prefix = encode_part(namespace, NAMESPACE_LIMIT) + ":"
-        self._local = threading.local()
+        # Per-thread read-lock depth and memo: caches only (Beaker's Session never asks `key in ns`
+        # before `ns[key]`), so a session's manager, built on every request, skips making one.
+        self._local: Optional[threading.local] = None if self.session_mode else threading.local()
         # The session row as Beaker's Session.load read it through this manager (Beaker keeps the
         # manager until its save): the version the save is conditional on, and the row's freshness.
         self._loaded: Optional[Loaded] = None
+        # (loaded row, its dict) when the load already parsed the row: the save compares with it.
+        self._loaded_dict: Optional[tuple[Loaded, dict[str, Any]]] = None
+
+    @functools.cached_property
+    def _prefix(self) -> str:
+        """``encode(namespace) + ':'``: cache rows' sid prefix (computed on first use only)."""
+        return encode_part(self.namespace, NAMESPACE_LIMIT) + ":"
 
     def __repr__(self) -> str:
         return f"<MSSQLNamespaceManager {self.namespace!r} {self.store!r}>"
@@ -206,7 +240,11 @@ class MSSQLNamespaceManager(NamespaceManager):  # type: ignore[misc]
     # -- ids and values -----------------------------------------------------------------------
     def _is_session(self, key: object) -> bool:
         """Is ``key`` Beaker's one session value (stored in the row named by the session id)?"""
-        return self.session_mode and _as_bytes(key) == _SESSION_KEY_BYTES
+        if not self.session_mode:
+            return False
+        if type(key) is str:  # the common case, without encoding the key
+            return key == SESSION_KEY
+        return _as_bytes(key) == _SESSION_KEY_BYTES
 
     def _sid(self, key: object) -> str:
         if self._is_session(key):
@@ -215,27 +253,37 @@ class MSSQLNamespaceManager(NamespaceManager):  # type: ignore[misc]
 
     def _decode(self, key: object, text: str) -> Any:
         if self._is_session(key):
-            return decode_session(text, self.namespace)
+            blob, parsed = decode_session_row(text, self.namespace)
+            loaded = self._loaded
+            if parsed is not None and loaded is not None and loaded.text is text:
+                self._loaded_dict = (loaded, parsed)
+            return blob
         return self.store.serializer.loads(text, key)
+
+    def _forget_memo(self) -> None:
+        if self._local is not None:
+            self._local.memo = None
 
     # A value read by `key in ns` is kept (per thread, inside one read lock) for the `ns[key]`
     # Beaker's Value issues right after: one round trip instead of two.
     def acquire_read_lock(self) -> None:
-        self._local.depth = getattr(self._local, "depth", 0) + 1
+        if self._local is not None:
+            self._local.depth = getattr(self._local, "depth", 0) + 1
 
     def release_read_lock(self) -> None:
-        self._local.depth = max(getattr(self._local, "depth", 1) - 1, 0)
-        if self._local.depth == 0:
-            self._local.memo = None
+        if self._local is not None:
+            self._local.depth = max(getattr(self._local, "depth", 1) - 1, 0)
+            if self._local.depth == 0:
+                self._local.memo = None
 
     def _fetch(self, key: object) -> Optional[str]:
         sid = self._sid(key)
         if self._is_session(key):
             self._loaded = self.store.load(sid)
             return self._loaded.text
-        memo = getattr(self._local, "memo", None)
+        memo = None if self._local is None else getattr(self._local, "memo", None)
         if memo is not None and memo[0] == sid:
-            self._local.memo = None
+            self._forget_memo()
             return memo[1]  # type: ignore[no-any-return]
         return self.store.get(sid)
 
@@ -255,7 +303,7 @@ class MSSQLNamespaceManager(NamespaceManager):  # type: ignore[misc]
     def __contains__(self, key: object) -> bool:
         sid = self._sid(key)
         text = self.store.get(sid)
-        if getattr(self._local, "depth", 0) > 0 and text is not None:
+        if self._local is not None and getattr(self._local, "depth", 0) > 0 and text is not None:
             self._local.memo = (sid, text)
         return text is not None
 
@@ -270,14 +318,18 @@ class MSSQLNamespaceManager(NamespaceManager):  # type: ignore[misc]
         an explicit ``ttl`` option, else "forever" (``NO_EXPIRY_SECONDS``): Beaker's own
         ``(storedtime, expiretime, value)`` check stays the authority either way.
         """
-        self._local.memo = None
+        self._forget_memo()
         sid = self._sid(key)
         if self._is_session(key):
-            if is_emptied_session(value):  # session.delete(): see payload.is_emptied_session
+            if not isinstance(value, str):
+                raise TypeError(f"a Beaker session payload is a str, got {type(value).__name__}")
+            decoded = decode_blob_text(value)  # once, for every use below
+            if decoded is not None and is_emptied_dict(value, decoded[1]):
+                # session.delete(): see payload.is_emptied_session
                 self.store.destroy(sid)
                 self._loaded = None
             else:
-                self._save_session(sid, value)
+                self._save_session(sid, value, decoded)
             return
         text = self.store.serializer.dumps(value, key)
         if expiretime is not None:
@@ -291,16 +343,22 @@ class MSSQLNamespaceManager(NamespaceManager):  # type: ignore[misc]
             # recomputation, not the request (Beaker has already handed the value to the caller).
             logger.warning("beaker_mssql: cache value for key %r not stored: %s", key, exc)
 
-    def _save_session(self, sid: str, blob: str) -> None:
-        """Beaker's save of the session: skipped, conditional, or merged (README "How saving works")."""
+    def _save_session(
+        self, sid: str, blob: str, decoded: Optional[tuple[str, dict[str, Any], Optional[str]]]
+    ) -> None:
+        """Beaker's save of the session: skipped, conditional, or merged (README "How saving works").
+
+        ``decoded`` is ``merge.decode_blob_text(blob)``, done once by the caller.
+        """
         loaded = self._loaded
-        mine = decode_blob(blob)
+        mine = None if decoded is None else (decoded[0], decoded[1])
         base = None
         if loaded is not None and loaded.text is not None and mine is not None:
-            base = _row_dict(loaded.text)
+            cached = self._loaded_dict
+            base = cached[1] if cached is not None and cached[0] is loaded else _row_dict(loaded.text)
             if base is not None and same_but_access_time(base, mine[1]) and self._fresh(loaded):
                 return  # only the access time moved and the row is fresh: nothing to send
-        text = encode_session(blob)
+        text = encode_decoded_session(blob, None if decoded is None else decoded[2])
 
         def merge(current: str, ambiguous: bool) -> Optional[str]:
             theirs = _row_dict(current)
@@ -323,13 +381,13 @@ class MSSQLNamespaceManager(NamespaceManager):  # type: ignore[misc]
         self.set_value(key, value)
 
     def __delitem__(self, key: object) -> None:
-        self._local.memo = None
+        self._forget_memo()
         if not self.store.destroy(self._sid(key)):
             raise KeyError(key)
 
     def do_remove(self) -> None:
         """Delete this namespace's rows only (``LIKE 'prefix%' ESCAPE '\\'``)."""
-        self._local.memo = None
+        self._forget_memo()
         if self.session_mode:
             # A session's removal touches its own row only: never a cache namespace that happens
             # to share the name (an unsigned cookie can carry any id).

@@ -25,13 +25,21 @@ import binascii
 import json
 import pickle
 import re
+import struct
 import zlib
-from typing import Any, Union
+from typing import Any, NoReturn, Optional, Union
 
 from beaker_mssql.errors import CorruptSessionError, SerializationError
 from beaker_mssql.events import security_logger, short_sid
 
-__all__ = ["CacheSerializer", "decode_session", "encode_session"]
+__all__ = [
+    "CacheSerializer",
+    "decode_session",
+    "decode_session_row",
+    "encode_decoded_session",
+    "encode_session",
+    "is_emptied_dict",
+]
 
 _B64_TEXT = re.compile(r"[A-Za-z0-9+/=\r\n]+")
 
@@ -39,6 +47,32 @@ _B64_TEXT = re.compile(r"[A-Za-z0-9+/=\r\n]+")
 def _wrap_json(text: str) -> str:
     """What Beaker's JsonSerializer + base64 produce for this JSON text."""
     return base64.b64encode(zlib.compress(text.encode("utf-8"))).decode("ascii")
+
+
+_STORED_BLOCK = 65_535  # the largest stored deflate block (RFC 1951 3.2.4)
+
+
+def _wrap_json_stored(text: str) -> str:
+    """A blob Beaker's JsonSerializer reads as this JSON text, with the zlib stream left uncompressed.
+
+    Beaker only decompresses the blob handed to it on load, and any valid zlib stream (RFC 1950)
+    does: stored deflate blocks (RFC 1951 3.2.4) cost a copy, where ``zlib.compress`` costs a
+    compressor set-up (tens of KB of state) and the deflate search on every request.
+    """
+    data = text.encode("utf-8")
+    parts = [b"\x78\x01"]  # deflate, 32 KB window, no dictionary; (0x7801 % 31 == 0)
+    size = len(data)
+    start = 0
+    while True:
+        chunk = data[start : start + _STORED_BLOCK] if size > _STORED_BLOCK else data
+        start += len(chunk)
+        final = start >= size
+        parts.append(struct.pack("<BHH", 1 if final else 0, len(chunk), len(chunk) ^ 0xFFFF))
+        parts.append(chunk)
+        if final:
+            break
+    parts.append(struct.pack(">I", zlib.adler32(data)))
+    return base64.b64encode(b"".join(parts)).decode("ascii")
 
 
 def _unwrap_json(blob: str) -> Union[str, None]:
@@ -63,6 +97,18 @@ def encode_session(blob: str) -> str:
     text = _unwrap_json(blob)
     if text is not None and _wrap_json(text) == blob:
         return text
+    return blob
+
+
+def encode_decoded_session(blob: str, json_text: Optional[str]) -> str:
+    """:func:`encode_session` for a blob already decoded (``merge.decode_blob_text``).
+
+    ``json_text`` is the JSON text inside ``blob`` when it was a json blob holding a dict, else None.
+    Same result as ``encode_session(blob)``, without decoding the blob a second time: the JSON text
+    is stored only when re-wrapping it gives back exactly the same blob.
+    """
+    if json_text is not None and json_text.startswith("{") and _wrap_json(json_text) == blob:
+        return json_text
     return blob
 
 
@@ -91,11 +137,28 @@ def is_emptied_session(blob: str) -> bool:
             data = json.loads(zlib.decompress(raw).decode("utf-8"))
     except Exception:  # anything that is not Beaker's plain pickle/json: not an emptied session
         return False
-    return isinstance(data, dict) and set(data) <= _EMPTIED_SESSION_KEYS
+    return isinstance(data, dict) and is_emptied_dict(blob, data)
+
+
+def is_emptied_dict(blob: str, data: dict[str, Any]) -> bool:
+    """:func:`is_emptied_session` for a blob already decoded to the dict ``data``."""
+    return len(blob) <= _EMPTIED_BLOB_MAX and set(data) <= _EMPTIED_SESSION_KEYS
 
 
 def decode_session(text: str, sid: str = "") -> str:
     """Column text -> the blob Beaker expects. Raises :class:`CorruptSessionError` on garbage."""
+    return decode_session_row(text, sid, exact=True)[0]
+
+
+def decode_session_row(
+    text: str, sid: str = "", exact: bool = False
+) -> tuple[str, Optional[dict[str, Any]]]:
+    """:func:`decode_session` plus the dict of a plain-JSON row (None for a base64 row).
+
+    The namespace manager keeps the dict for the save's comparison with what Beaker writes back,
+    so a row is parsed once per request. Unless ``exact``, a JSON row comes back in an uncompressed
+    zlib stream (:func:`_wrap_json_stored`): Beaker reads the same JSON text from it, for less CPU.
+    """
     if text.startswith("{"):
         try:
             parsed = json.loads(text)
@@ -103,13 +166,13 @@ def decode_session(text: str, sid: str = "") -> str:
             parsed = None
         if not isinstance(parsed, dict):
             _corrupt(sid, "the row starts with '{' but is not a JSON object")
-        return _wrap_json(text)
+        return (_wrap_json(text) if exact else _wrap_json_stored(text)), parsed
     if not text or not _B64_TEXT.fullmatch(text):
         _corrupt(sid, "the row is neither a JSON object nor base64 text")
-    return text
+    return text, None
 
 
-def _corrupt(sid: str, reason: str) -> None:
+def _corrupt(sid: str, reason: str) -> NoReturn:
     security_logger.warning("corrupt session row %s: %s", short_sid(sid), reason)
     raise CorruptSessionError(f"session row {short_sid(sid)} cannot be decoded: {reason}")
 

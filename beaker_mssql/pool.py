@@ -182,7 +182,10 @@ class ConnectionPool:
         self.timeout = timeout
         self.connect_listeners: list[Callable[[Any], None]] = [] if on_connect is None else [on_connect]
         self._connect = connect or pymssql.connect
-        self._cond = threading.Condition(threading.Lock())
+        # The hot paths (checkout, checkin) take the condition's lock directly: the same lock, without
+        # Condition.__enter__/__exit__'s Python-level calls on every use.
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
         self._idle: list[PooledConnection] = []
         self._total = 0  # open connections + logins in progress
         self._checked_out = 0
@@ -220,7 +223,7 @@ class ConnectionPool:
         waited_since: Optional[float] = None
         while True:
             stale: Optional[PooledConnection] = None
-            with self._cond:
+            with self._mutex:
                 if self._closed:
                     where = self.settings.describe()
                     raise ConnectionFailedError(f"the connection pool for {where} is closed")
@@ -231,7 +234,10 @@ class ConnectionPool:
                         self._stats["recycled"] += 1
                         stale = item
                     else:
-                        self._checkout_done(waited_since)
+                        self._checked_out += 1
+                        self._stats["checkouts"] += 1
+                        if waited_since is not None:
+                            self._stats["wait_time"] += time.monotonic() - waited_since
                         return Lease(self, item)
                 elif self._total < self.size + self.max_overflow:
                     self._total += 1
@@ -319,7 +325,7 @@ class ConnectionPool:
         close = broken
         now = time.monotonic()
         surplus: list[PooledConnection] = []
-        with self._cond:
+        with self._mutex:
             self._checked_out -= 1
             if broken:
                 self._stats["discarded"] += 1
@@ -338,7 +344,8 @@ class ConnectionPool:
             ):
                 surplus.append(self._idle.pop(0))
                 self._total -= 1
-            self._cond.notify()
+            if self._waiting:  # nobody waits on most checkins: skip Condition.notify's Python-level work
+                self._cond.notify()
         if close:
             _close_quietly(item.connection)
         for extra in surplus:

@@ -76,6 +76,11 @@ def validate_sid(sid: object) -> str:
     characters, no lone surrogates, no trailing space: the default collation ignores trailing spaces
     in ``=``, so ``'abc '`` would otherwise address ``'abc'``.
     """
+    # The common case in a few C calls: an ASCII id has one code unit per character and no
+    # surrogates, and ASCII isprintable() is exactly "no control character" (0x00-0x1f, 0x7f).
+    if type(sid) is str and sid.isascii() and 0 < len(sid) <= MAX_SID_LENGTH and sid.isprintable() \
+            and sid[-1] != " ":
+        return sid
     problem = None
     if not isinstance(sid, str):
         problem = f"must be a str, got {type(sid).__name__}"
@@ -97,7 +102,9 @@ def validate_sid(sid: object) -> str:
 
 def _utf16_length(text: str) -> int:
     """Length as nvarchar counts it: characters outside the BMP take two code units."""
-    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
+    if text.isascii():
+        return len(text)
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 def _encodable(text: str) -> bool:
@@ -633,13 +640,12 @@ class MSSQLStore:
                     return self._on_lease(pinned, method, operation)
                 pinned = None
                 lease = self.pool.acquire()
-                cursor = lease.connection.cursor()
+                cursor = lease.item.connection.cursor()
                 sent = True
                 try:
                     result = operation(cursor)
                 finally:
-                    with contextlib.suppress(Exception):
-                        cursor.close()
+                    _close_cursor(cursor)
                 lease.release()
                 return result
             except pymssql.Error as exc:
@@ -739,6 +745,14 @@ class MSSQLStore:
                 progress(total)
             if deleted < batch:
                 return total
+
+
+def _close_cursor(cursor: Any) -> None:
+    """Close a cursor, ignoring errors (a plain try: cheaper than contextlib.suppress per call)."""
+    try:
+        cursor.close()
+    except Exception:  # noqa: S110 - the connection's own state decides its fate, not this close
+        pass
 
 
 def _fetchone(cur: Any, sql: str, params: Optional[dict[str, Any]]) -> Any:
