@@ -200,10 +200,13 @@ def run() -> Section:
             )
             for r in range(WARMUP):  # two threads: the pool logs in twice, outside the measurement
                 one_round(server, kinds, app, table, "different keys", -1 - r)
-            for scenario in SCENARIOS:
-                results[(serializer, scenario)] = [
-                    one_round(server, kinds, app, table, scenario, r) for r in range(ROUNDS)
-                ]
+            # Scenarios interleaved round by round: a burst of load from other processes on this
+            # shared machine then slows all of them alike instead of one scenario's rounds.
+            for r in range(ROUNDS):
+                for scenario in SCENARIOS:
+                    results.setdefault((serializer, scenario), []).append(
+                        one_round(server, kinds, app, table, scenario, r)
+                    )
 
     def median(values: list[float]) -> float:
         return statistics.median(values) if values else float("nan")
@@ -255,7 +258,8 @@ def run() -> Section:
         f"{' or '.join(str(w) for w in winner_ex)} exchange(s)."
     )
     body = (
-        f"{ROUNDS} rounds per scenario and serializer (after {WARMUP} warm-up rounds), one session per "
+        f"{ROUNDS} rounds per scenario and serializer (after {WARMUP} warm-up rounds; the scenarios take "
+        "turns, round by round), one session per "
         f"round (14 keys; {sizes[0]}-{sizes[-1]} characters stored, json and pickle). Two requests A "
         "and B of the session run in two threads through "
         "`SessionMiddleware(type='ext:mssql')` with default options; events (no sleeps) make both load "
