@@ -40,7 +40,10 @@ AMBIGUOUS = Outcome.AMBIGUOUS
 # 1205 deadlock victim, 1222 lock request timeout: https://learn.microsoft.com/sql/relational-databases/errors-events/
 # 40501 service busy, 49918-49920 too many requests, 10928/10929 resource limits, 40540 service busy
 # (Azure SQL transient errors: https://learn.microsoft.com/azure/azure-sql/database/troubleshoot-common-errors-issues).
-DEFINITE_NUMBERS = frozenset({1205, 1222, 40501, 40540, 49918, 49919, 49920, 10928, 10929})
+# 41302/41305/41325/41301/41839: memory-optimized table conflicts, the transaction was aborted
+# (https://learn.microsoft.com/sql/relational-databases/in-memory-oltp/transactions-with-memory-optimized-tables).
+DEFINITE_NUMBERS = frozenset({1205, 1222, 40501, 40540, 49918, 49919, 49920, 10928, 10929,
+                              41301, 41302, 41305, 41325, 41839})
 
 # Errors that end the connection while a request may be in flight: the database is being moved or
 # restarted (40613, 40197, 4221 read-only replica change), or the network dropped (233, 10053,

@@ -55,7 +55,7 @@ MAX_SID_LENGTH = 255
 _LOGIN_FAILED = frozenset({18456, 18452, 18470, 18486, 18487, 18488, 4060})
 # Merge rounds of one save when other writers keep changing the row in between. From the third
 # round on the save holds a per-session app lock, so rounds are bounded by lock waits, not luck.
-SAVE_ROUNDS = 12
+SAVE_ROUNDS = 100
 # DB-Library errors whose message pymssql often leaves empty: words for them.
 _DBLIB_TEXT = {
     20003: "the server did not answer within query_timeout",
@@ -249,9 +249,11 @@ class MSSQLStore:
         lock: Optional[AppLock] = None
         try:
             for rounds in range(1, SAVE_ROUNDS + 1):
-                if rounds == 3 and lock is None:
-                    # Writers keep colliding on this row: queue for it (a per-session app lock,
-                    # granted in arrival order) instead of racing again.
+                if rounds > 2 and time.monotonic() > deadline:
+                    break
+                if rounds == 2 and lock is None:
+                    # Another writer got in first: queue for the row (a per-session app lock,
+                    # granted in arrival order) instead of racing the other losers again.
                     wait_ms = int(max(0.0, deadline - time.monotonic()) * 1000)
                     lock = self.acquire_applock("save:" + sid, timeout_ms=wait_ms)
                     if lock is None:

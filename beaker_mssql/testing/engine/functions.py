@@ -632,7 +632,9 @@ def compile_function(b: Binder, e: A.Func) -> CE:
             }.get(p)
 
         return CE(serverproperty, SqlT("nvarchar", 128), deps)
-    if name in ("APPLOCK_MODE", "APPLOCK_TEST"):
+    if name == "APPLOCK_MODE":
+        return _applock_mode(fns, deps)
+    if name == "APPLOCK_TEST":
         raise SQLError(
             102, f"Incorrect syntax near '{name}'. (The SQL Server stand-in does not support {name}.)", 15
         )
@@ -761,3 +763,29 @@ def _hashbytes(compiled: list[CE], deps: bool) -> CE:
         return hashlib.new(algorithm, raw).digest()
 
     return CE(hashbytes, SqlT("varbinary", 8000), deps)
+
+
+# APPLOCK_MODE's answers (https://learn.microsoft.com/sql/t-sql/functions/applock-mode-transact-sql).
+_APPLOCK_MODE_NAMES = {"S": "Shared", "U": "Update", "X": "Exclusive", "IS": "IntentShared",
+                       "IX": "IntentExclusive"}
+
+
+def _applock_mode(fns: list[Callable[[Ctx, Any], Any]], deps: bool) -> CE:
+    """APPLOCK_MODE(principal, resource, owner): the mode this session holds for that owner, or NoLock."""
+    from .locks import SESSION, TXN
+
+    f_resource, f_owner = fns[1], fns[2]
+
+    def applock_mode(c: Ctx, r: Any) -> Any:
+        resource, owner = f_resource(c, r), f_owner(c, r)
+        if resource is None or owner is None:
+            return None
+        session = c.session
+        key = ("a", session.database.upper(), str(resource)[:255])
+        duration = SESSION if str(owner).upper() == "SESSION" else TXN
+        modes = [h[0] for h in session.engine.locks.holds(session.session_id, key) if h[1] == duration]
+        order = ("X", "U", "IX", "S", "IS")
+        best = next((m for m in order if m in modes), None)
+        return "NoLock" if best is None else _APPLOCK_MODE_NAMES[best]
+
+    return CE(applock_mode, SqlT("nvarchar", 32), deps)
