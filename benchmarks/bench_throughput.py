@@ -239,8 +239,8 @@ def run() -> Section:
                 + (
                     "per request the store sent "
                     + ", ".join(f"{k} {v:.2f}" for k, v in r["kinds"].items())
-                    + " (a refused conditional UPDATE is re-read and merged; from a save's third round "
-                    "on it queues on a per-session app lock), "
+                    + " (a refused conditional UPDATE is re-read and merged; a save that keeps "
+                    "colliding queues on a per-session app lock, see `MSSQLStore.save`), "
                     if r["kinds"]
                     else ""
                 )
