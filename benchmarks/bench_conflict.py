@@ -290,7 +290,8 @@ def run() -> Section:
         + " Latencies are of the stand-in on this shared 2-core VM; the exchange counts are what a "
         "real server would see, and on a real network each exchange adds one round-trip time.\n"
     )
-    return Section("The cost of a conflict", COMMAND, body, {"summary": summary, "met": all_met, "outcomes_ok": outcomes_ok})
+    figures = {"summary": summary, "met": all_met, "outcomes_ok": outcomes_ok}
+    return Section("The cost of a conflict", COMMAND, body, figures)
 
 
 if __name__ == "__main__":
