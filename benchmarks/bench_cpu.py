@@ -36,7 +36,7 @@ import time
 from collections import defaultdict
 from typing import Any, Callable, Optional
 
-from _common import REPO_ROOT, Client, Section, StandInProcess, machine_info, new_table
+from _common import REPO_ROOT, Client, Section, StandInProcess, exchanges, machine_info, new_table
 from beaker.middleware import SessionMiddleware
 
 REQUESTS = 300  # per kind, backend and round
@@ -149,12 +149,16 @@ class _RecordingConnection:
         return getattr(self._connection, name)
 
 
-def capture_statements(url: str, serializer: str, big: int = 0) -> dict[str, list[dict[str, Any]]]:
-    """The statements one request of each kind sends, recorded at the driver on a table of its own."""
+def capture_statements(
+    server: StandInProcess, serializer: str, big: int = 0
+) -> dict[str, list[dict[str, Any]]]:
+    """The statements one request of each kind sends, recorded at the driver on a table of its own
+    (the first entry's ``exchanges``: network exchanges the stand-in counted for that request)."""
     import pymssql
 
     from beaker_mssql import namespace
 
+    url = server.url
     table = new_table(url, "cpucap")
     client = warmed_client(mssql_app(url, table, serializer), big)
     log: list[dict[str, Any]] = []
@@ -165,8 +169,11 @@ def capture_statements(url: str, serializer: str, big: int = 0) -> dict[str, lis
     captured = {}
     for kind in KINDS:
         log.clear()
+        server.reset_stats()
         client.get(path_for(kind, 0))
         captured[kind] = [dict(entry) for entry in log]
+        if captured[kind]:
+            captured[kind][0]["exchanges"] = exchanges(server.stats())
     return captured
 
 
@@ -211,7 +218,8 @@ def describe(statements: list[dict[str, Any]]) -> str:
     for entry in statements:
         verb = entry["sql"].split(None, 1)[0].upper()
         words.append(verb + (" + fetch" if entry["fetch"] else ""))
-    return ", ".join(words) or "nothing"
+    count = statements[0].get("exchanges", "?") if statements else 0
+    return (", ".join(words) or "nothing") + f" ({count} exchanges)"
 
 
 # -- breakdown --------------------------------------------------------------------------------------
@@ -355,7 +363,7 @@ def measure(server: StandInProcess, rounds: int, requests: int) -> dict[str, Any
     sent: dict[tuple[str, str], str] = {}
     for ser in SERIALIZERS:
         table = new_table(server.url, "cpu")
-        captured = capture_statements(server.url, ser)
+        captured = capture_statements(server, ser)
         for kind in KINDS:
             clients[(ser, kind)] = (
                 warmed_client(memory_app(ser)),
@@ -405,7 +413,7 @@ def measure_large(server: StandInProcess, requests: int) -> list[dict[str, Any]]
         table = new_table(server.url, "cpubig")
         client = warmed_client(mssql_app(server.url, table, "json"), big=size)
         memory = warmed_client(memory_app("json"), big=size)
-        captured = capture_statements(server.url, "json", big=size)
+        captured = capture_statements(server, "json", big=size)
         n = max(3, min(requests, 1_000_000 // max(size, 1)))
         row: dict[str, Any] = {"size": size, "n": n}
         for kind in KINDS:
