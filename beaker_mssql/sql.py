@@ -89,7 +89,7 @@ class Statements:
     get: str  # sid -> session, version, seconds left
     set: str  # sid, data, ttl (unconditional upsert: caches, MSSQLStore.set)
     save_update: str  # sid, data, ttl, version (conditional: only if the row is unchanged)
-    save_insert: str  # sid, data, ttl (create, or revive an expired row; 2627 if a live one exists)
+    save_insert: str  # sid, data (sent once), ttl (create, or revive an expired row; 2627 if live)
     touch: str  # sid, ttl
     destroy: str  # sid
     length: str
@@ -131,11 +131,14 @@ def statements_for(table: TableName, use_utc: bool = True) -> Statements:
             f"UPDATE {t} SET [session] = %(data)s, [expires] = {expires} "
             f"WHERE {exact} AND {VERSION} = %(version)s"
         ),
+        # The data once, in a variable: pymssql writes parameters into the text on the client, so a
+        # second %(data)s would escape, send and parse a large session twice.
         save_insert=(
-            f"UPDATE {t} SET [session] = %(data)s, [expires] = {expires}\n"
+            "DECLARE @data nvarchar(max) = %(data)s;\n"
+            f"UPDATE {t} SET [session] = @data, [expires] = {expires}\n"
             f"  WHERE {exact} AND [expires] <= {now};\n"
             "IF @@ROWCOUNT = 0\n"
-            f"    INSERT INTO {t} ([sid], [session], [expires]) VALUES (%(sid)s, %(data)s, {expires});"
+            f"    INSERT INTO {t} ([sid], [session], [expires]) VALUES (%(sid)s, @data, {expires});"
         ),
         touch=f"UPDATE {t} SET [expires] = {expires} WHERE {exact} AND [expires] > {now}",
         destroy=f"DELETE FROM {t} WHERE {exact}",

@@ -91,3 +91,11 @@ def test_create_table_sql_memory_optimized():
     ddl = create_table_sql(parse_table_name("dbo.sessions"), memory_optimized=True)
     assert "MEMORY_OPTIMIZED = ON" in ddl and "DURABILITY = SCHEMA_ONLY" in ddl
     assert "NONCLUSTERED HASH" in ddl and "INDEX [IX_sessions_expires] NONCLUSTERED ([expires])" in ddl
+
+
+def test_insert_sends_the_data_once():
+    """pymssql writes parameters into the text client-side: a repeated %(data)s is escaped and sent twice."""
+    s = statements_for(parse_table_name("dbo.sessions"))
+    assert s.save_insert.count("%(data)s") == 1
+    assert s.save_insert.startswith("DECLARE @data nvarchar(max) = %(data)s;")
+    assert s.save_update.count("%(data)s") == 1

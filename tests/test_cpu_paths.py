@@ -1,0 +1,164 @@
+"""The per-request fast paths (issue 14) give the same answers as the general code they shortcut.
+
+Pure functions, no server: each fast path is checked against the slower definition it replaces, on
+inputs chosen to sit on either side of every rule.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+
+import pytest
+from beaker import util
+
+from beaker_mssql import CorruptSessionError, InvalidSessionId
+from beaker_mssql.merge import BlobFormat, decode_blob, decode_blob_text
+from beaker_mssql.payload import (
+    _wrap_json_stored,
+    decode_session,
+    decode_session_row,
+    encode_decoded_session,
+    encode_session,
+    is_emptied_dict,
+    is_emptied_session,
+)
+from beaker_mssql.store import _utf16_length, validate_sid
+
+
+def json_blob(d: object, level: int = -1) -> str:
+    return base64.b64encode(zlib.compress(json.dumps(d).encode("utf-8"), level)).decode("ascii")
+
+
+def pickle_blob(d: object) -> str:
+    return base64.b64encode(util.PickleSerializer().dumps(d)).decode("ascii")
+
+
+BLOBS = [
+    json_blob({"user": "bob", "_accessed_time": 1.5}),
+    json_blob({"é": "😀", "n": [1, 2, {"x": None}]}),
+    json_blob({"a": 1}, level=1),  # non-default compression: kept verbatim
+    json_blob([1, 2]),  # not a dict
+    json_blob({}),
+    json_blob({"_path": "/", "_domain": None}),
+    json_blob({"pad": "x" * 600}),
+    pickle_blob({"user": "bob"}),
+    pickle_blob({}),
+    pickle_blob({"_path": "/"}),
+    pickle_blob([1]),
+    base64.b64encode(b"\x01" * 40).decode("ascii"),  # encrypted-looking
+    "not base64!",
+    "QQ==",
+    "",
+]
+
+
+@pytest.mark.parametrize("blob", BLOBS)
+def test_one_decoding_serves_every_use(blob: str) -> None:
+    decoded = decode_blob_text(blob)
+    assert (None if decoded is None else decoded[:2]) == decode_blob(blob)
+    json_text = None if decoded is None else decoded[2]
+    assert encode_decoded_session(blob, json_text) == encode_session(blob)
+    emptied = decoded is not None and is_emptied_dict(blob, decoded[1])
+    assert emptied == is_emptied_session(blob)
+    if decoded is not None and decoded[0] == BlobFormat.JSON:
+        assert json.loads(json_text or "") == decoded[1]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "{}", '{"a": "é😀"}', json.dumps({"x": "y" * 200_000}), "x" * 65_535, "y" * 65_536, "z" * 131_071],
+)
+def test_uncompressed_wrap_reads_back_as_the_same_text(text: str) -> None:
+    blob = _wrap_json_stored(text)
+    raw = base64.b64decode(blob, validate=True)
+    inflater = zlib.decompressobj()
+    assert inflater.decompress(raw).decode("utf-8") == text
+    assert inflater.eof and not inflater.unused_data  # one complete stream, adler32 checked
+
+
+def test_beaker_reads_the_row_handed_to_it_as_the_stored_dict() -> None:
+    data = {"_accessed_time": 1.5, "user": "bob", "n": [1, 2], "é": "😀"}
+    text = encode_session(json_blob(data))
+    blob, parsed = decode_session_row(text, "sid")
+    assert parsed == data
+    assert util.JsonSerializer().loads(base64.b64decode(blob)) == data
+    # the public function still gives back Beaker's exact blob
+    assert decode_session(text) == json_blob(data)
+    assert decode_session_row(text, "sid", exact=True)[0] == json_blob(data)
+
+
+def test_row_decoding_refuses_the_same_garbage() -> None:
+    for text in ('{"a": ', "[1]", "{not json}", "", "##"):
+        with pytest.raises(CorruptSessionError):
+            decode_session_row(text, "sid")
+    assert decode_session_row(pickle_blob({"a": 1}), "sid") == (pickle_blob({"a": 1}), None)
+
+
+def _slow_utf16_length(text: str) -> int:
+    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
+
+
+@pytest.mark.parametrize("text", ["", "a", "abc def", "é", "😀", "a😀b😀", "\ud800", "x" * 300])
+def test_utf16_length_counts_code_units(text: str) -> None:
+    assert _utf16_length(text) == _slow_utf16_length(text)
+
+
+@pytest.mark.parametrize(
+    ("sid", "valid"),
+    [
+        ("a", True),
+        ("0123456789abcdef" * 2, True),
+        ("x" * 255, True),
+        ("x" * 256, False),
+        ("😀" * 127, True),  # 254 code units
+        ("😀" * 128, False),  # 256 code units
+        ("a b", True),
+        ("abc ", False),
+        (" ", False),
+        ("", False),
+        ("a\x00b", False),
+        ("a\tb", False),
+        ("a\x7fb", False),
+        ("a\x1fb", False),
+        ("é", True),
+        ("é\x85", True),  # a C1 character is not in CONTROL_CHARS (0x00-0x1f, 0x7f)
+        ("a\ud800", False),
+        ("~!@#$%^&*()_+{}|:<>?`-=[];',./\"", True),
+    ],
+)
+def test_validate_sid_fast_path_agrees_with_the_rules(sid: str, valid: bool) -> None:
+    if valid:
+        assert validate_sid(sid) is sid
+    else:
+        with pytest.raises(InvalidSessionId):
+            validate_sid(sid)
+
+
+def test_validate_sid_refuses_non_str() -> None:
+    class Sub(str):
+        pass
+
+    assert validate_sid(Sub("abc")) == "abc"  # a str subclass takes the general path, same rules
+    for value in (b"abc", 1, None):
+        with pytest.raises(InvalidSessionId):
+            validate_sid(value)
+
+
+def test_a_new_large_session_crosses_the_wire_once(standin, make_store) -> None:  # type: ignore[no-untyped-def]
+    """The insert/revive batch carries the data in one variable, so a 200,000-character session costs
+    about 400 kB (UTF-16) on the wire, not twice that; the revive of an expired row reads it too."""
+    store = make_store()
+    assert store.get("warm-up") is None  # logged in: the counts below are the saves' own
+    data = json.dumps({"big": "é" * 100_000 + "x" * 100_000}, ensure_ascii=False)
+    for sid in ("new-big", "new-big-2"):
+        before = standin.stats()["bytes_in"]
+        assert store.save(sid, data) == "saved"
+        sent = standin.stats()["bytes_in"] - before
+        assert 2 * len(data) <= sent < 2 * len(data) + 4_000, sent
+        assert store.get(sid) == data
+    standin.clock.advance(store.settings.ttl + 1)  # both rows expire; a save revives one in place
+    assert store.get("new-big") is None
+    assert store.save("new-big", data + " ") == "saved"
+    assert store.get("new-big") == data + " "
