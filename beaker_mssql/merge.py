@@ -27,6 +27,7 @@ from typing import Any, Optional
 __all__ = [
     "ACCESS_KEY",
     "BlobFormat",
+    "beaker_json_text",
     "decode_blob",
     "decode_blob_text",
     "merge_sessions",
@@ -56,10 +57,11 @@ def decode_blob(blob: str) -> Optional[tuple[str, dict[str, Any]]]:
 
 
 def decode_blob_text(blob: str) -> Optional[tuple[str, dict[str, Any], Optional[str]]]:
-    """:func:`decode_blob` plus the JSON text inside a json blob (None for pickle).
+    """:func:`decode_blob` plus, for a blob exactly as Beaker's JsonSerializer makes it, its JSON text.
 
     One decoding serves every use a save has for Beaker's blob (emptied-session check, freshness
-    comparison, merge, and storing the JSON text), instead of one base64/zlib/json pass per use.
+    comparison, merge, and storing the JSON text), instead of one base64/zlib/json pass per use. The
+    text is None for pickle and for any json blob :func:`beaker_json_text` would not unwrap.
     """
     try:
         raw = base64.b64decode(blob, validate=True)
@@ -71,12 +73,52 @@ def decode_blob_text(blob: str) -> Optional[tuple[str, dict[str, Any], Optional[
             data = pickle.loads(raw)  # noqa: S301 - Beaker's own format, see the docstring
             fmt = BlobFormat.PICKLE
         else:
-            text = zlib.decompress(raw).decode("utf-8")
-            data = json.loads(text)
+            data, text = _json_blob(blob, raw)
             fmt = BlobFormat.JSON
     except Exception:  # encrypted, custom serializer, or garbage: not ours to read
         return None
     return (fmt, data, text) if isinstance(data, dict) else None
+
+
+# zlib's header for its default settings (deflate, 32 KB window, level 6), which Beaker's
+# JsonSerializer uses (``zlib.compress(data)``); RFC 1950 2.2, FLEVEL 2 = the default algorithm.
+_ZLIB_DEFAULT_HEADER = b"\x78\x9c"
+
+
+def _json_blob(blob: str, raw: bytes) -> tuple[Any, Optional[str]]:
+    """(parsed JSON, its text or None) of a zlib-compressed JSON blob; raises when it is not one.
+
+    The text is given only when storing it loses nothing of the blob Beaker made: one complete zlib
+    stream with the default header and nothing after it, in canonical base64, holding a JSON object.
+    Within one process zlib's output for given settings is fixed, so such a blob is what re-wrapping
+    the text gives: no need to compress the text again to find out.
+    """
+    inflater = zlib.decompressobj()
+    text = inflater.decompress(raw).decode("utf-8")
+    if not inflater.eof:  # truncated: zlib.decompress refuses it as well
+        raise zlib.error("incomplete or truncated stream")
+    data = json.loads(text)
+    whole = len(raw) - (len(raw) % 3 or 3)  # the last base64 quantum is the only one with spare bits
+    exact = (
+        raw[:2] == _ZLIB_DEFAULT_HEADER
+        and not inflater.unused_data
+        and text.startswith("{")
+        and base64.b64encode(raw[whole:]).decode("ascii") == blob[-4:]
+    )
+    return data, (text if exact else None)
+
+
+def beaker_json_text(blob: str) -> Optional[str]:
+    """The JSON text of a blob exactly as Beaker's JsonSerializer makes it (see :func:`_json_blob`), else
+    None (pickle, encrypted, custom serializers, non-default compression, anything else)."""
+    try:
+        raw = base64.b64decode(blob, validate=True)
+        if raw[:1] == b"\x80":
+            return None
+        data, text = _json_blob(blob, raw)
+    except Exception:  # not a zlib-compressed JSON blob
+        return None
+    return text if isinstance(data, dict) else None
 
 
 def encode_blob(fmt: str, data: dict[str, Any]) -> str:

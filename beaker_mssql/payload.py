@@ -3,14 +3,19 @@
 Sessions. Beaker (1.12+) hands the backend an already serialized, base64 text:
 ``b64encode(serializer.dumps(dict))``, possibly encrypted (``nonce + b64(ciphertext)``). With
 ``data_serializer = json`` the bytes are ``zlib.compress(json.dumps(dict).encode())``. Such a blob is
-opaque in the database, so :func:`encode_session` unwraps it to the JSON text itself when, and only
-when, re-wrapping that text gives back exactly the same blob: the row is then plain JSON (readable,
-queryable with ``JSON_VALUE``, and the shape connect-mssql-v2 uses) and nothing is lost. Anything
-else (pickle, encrypted data, a custom serializer) is stored unchanged.
+opaque in the database, so :func:`encode_session` unwraps it to the JSON text itself when the blob is
+exactly what that makes (one complete zlib stream with zlib's default header and nothing after it,
+canonical base64, a JSON object): re-wrapping the text then gives back the same blob, so the row is
+plain JSON (readable, queryable with ``JSON_VALUE``, and the shape connect-mssql-v2 uses) and nothing
+is lost, without compressing the text again to prove it. Anything else (pickle, encrypted data, a
+custom serializer, other compression settings) is stored unchanged.
 
 :func:`decode_session` reverses it: a row starting with ``{`` is JSON and is re-wrapped as Beaker's
 JsonSerializer would have written it; a base64 text is returned as is; anything else is corrupt.
-Base64 never contains ``{``, so the two forms cannot be confused.
+Base64 never contains ``{``, so the two forms cannot be confused. On the per-request path the
+namespace manager uses :func:`decode_session_row`, which hands Beaker the same JSON text in an
+uncompressed zlib stream (Beaker only decompresses it; compressing would cost CPU for nothing) and
+keeps the parsed dict for the save's comparison.
 
 Cache values are Python objects (Beaker's ``(storedtime, expiretime, value)`` tuples), encoded by the
 ``serializer`` option: ``pickle`` (default; base64 of a pickle: only use it with a database you
@@ -21,7 +26,6 @@ working on bytes, e.g. ``beaker.util.JsonSerializer`` (stored base64).
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import pickle
 import re
@@ -31,6 +35,7 @@ from typing import Any, NoReturn, Optional, Union
 
 from beaker_mssql.errors import CorruptSessionError, SerializationError
 from beaker_mssql.events import security_logger, short_sid
+from beaker_mssql.merge import beaker_json_text
 
 __all__ = [
     "CacheSerializer",
@@ -75,41 +80,20 @@ def _wrap_json_stored(text: str) -> str:
     return base64.b64encode(b"".join(parts)).decode("ascii")
 
 
-def _unwrap_json(blob: str) -> Union[str, None]:
-    """The JSON text inside a Beaker json-serializer blob, or None if ``blob`` is something else."""
-    if not blob or len(blob) % 4 or not _B64_TEXT.fullmatch(blob):
-        return None
-    try:
-        raw = base64.b64decode(blob, validate=True)
-        text = zlib.decompress(raw).decode("utf-8")
-        parsed = json.loads(text)
-    except (binascii.Error, zlib.error, UnicodeDecodeError, ValueError):
-        return None
-    if not isinstance(parsed, dict) or not text.startswith("{"):
-        return None
-    return text
-
-
 def encode_session(blob: str) -> str:
     """Beaker's session blob -> column text (plain JSON when that is lossless, else the blob)."""
     if not isinstance(blob, str):
         raise TypeError(f"a Beaker session payload is a str, got {type(blob).__name__}")
-    text = _unwrap_json(blob)
-    if text is not None and _wrap_json(text) == blob:
-        return text
-    return blob
+    return encode_decoded_session(blob, beaker_json_text(blob))
 
 
 def encode_decoded_session(blob: str, json_text: Optional[str]) -> str:
     """:func:`encode_session` for a blob already decoded (``merge.decode_blob_text``).
 
-    ``json_text`` is the JSON text inside ``blob`` when it was a json blob holding a dict, else None.
-    Same result as ``encode_session(blob)``, without decoding the blob a second time: the JSON text
-    is stored only when re-wrapping it gives back exactly the same blob.
+    ``json_text`` is the text :func:`beaker_mssql.merge.beaker_json_text` gives for ``blob`` (None when
+    the blob is anything but Beaker's own zlib-compressed JSON object): stored when given.
     """
-    if json_text is not None and json_text.startswith("{") and _wrap_json(json_text) == blob:
-        return json_text
-    return blob
+    return blob if json_text is None else json_text
 
 
 # What Beaker leaves in a session after ``session.delete()``: the cookie bookkeeping it writes back

@@ -16,6 +16,7 @@ from beaker import util
 from beaker_mssql import CorruptSessionError, InvalidSessionId
 from beaker_mssql.merge import BlobFormat, decode_blob, decode_blob_text
 from beaker_mssql.payload import (
+    _wrap_json,
     _wrap_json_stored,
     decode_session,
     decode_session_row,
@@ -35,6 +36,48 @@ def pickle_blob(d: object) -> str:
     return base64.b64encode(util.PickleSerializer().dumps(d)).decode("ascii")
 
 
+def _junk_after_stream() -> str:
+    return base64.b64encode(zlib.compress(b'{"a": 1}') + b"junk").decode("ascii")
+
+
+def _non_canonical_base64() -> str:
+    good = json_blob({"a": 1})
+    raw = base64.b64decode(good)
+    assert len(raw) % 3  # the last quantum has spare bits to set
+    body = good.rstrip("=")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    twin = body[:-1] + alphabet[alphabet.index(body[-1]) + 1] + "=" * (len(good) - len(body))
+    assert base64.b64decode(twin) == raw and twin != good
+    return twin
+
+
+def _truncated() -> str:
+    return base64.b64encode(zlib.compress(b'{"a": 1}')[:-2]).decode("ascii")
+
+
+FOREIGN_TEXT = '{"a": "' + " ".join(f"xq{i}" for i in range(40)) + '"}'
+
+
+def _filtered() -> str:
+    """zlib's default header, but bytes that zlib.compress(text) would not make (Z_FILTERED)."""
+    packer = zlib.compressobj(6, zlib.DEFLATED, 15, 8, zlib.Z_FILTERED)
+    raw = packer.compress(FOREIGN_TEXT.encode()) + packer.flush()
+    assert raw[:2] == b"\x78\x9c" and raw != zlib.compress(FOREIGN_TEXT.encode())
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _rewrap_rule(blob: str) -> str:
+    """The definition the fast rule replaces: store the JSON text iff re-wrapping it gives the blob."""
+    try:
+        text = zlib.decompress(base64.b64decode(blob, validate=True)).decode("utf-8")
+        parsed = json.loads(text)
+    except Exception:
+        return blob
+    if isinstance(parsed, dict) and text.startswith("{") and _wrap_json(text) == blob:
+        return text
+    return blob
+
+
 BLOBS = [
     json_blob({"user": "bob", "_accessed_time": 1.5}),
     json_blob({"é": "😀", "n": [1, 2, {"x": None}]}),
@@ -51,7 +94,26 @@ BLOBS = [
     "not base64!",
     "QQ==",
     "",
+    base64.b64encode(zlib.compress(b' {"a": 1}')).decode("ascii"),  # JSON, but not starting with {
+    json_blob({"a": float("nan")}),
+    base64.b64encode(zlib.compress('{"é": 1}'.encode())).decode("ascii"),
 ]
+
+
+@pytest.mark.parametrize("blob", [*BLOBS, _junk_after_stream(), _non_canonical_base64(), _truncated()])
+def test_stored_form_is_the_rewrap_rule_without_compressing_again(blob: str) -> None:
+    assert encode_session(blob) == _rewrap_rule(blob)
+
+
+def test_a_foreign_stream_with_the_default_header_is_stored_as_its_json() -> None:
+    """The one case the fast rule reads differently: a zlib stream zlib.compress would not make but
+    with its header (another strategy or deflate library). Its JSON text is stored; Beaker reads the
+    same dict back, only the compressed bytes differ."""
+    blob = _filtered()
+    text = encode_session(blob)
+    assert _rewrap_rule(blob) == blob and text == FOREIGN_TEXT
+    back = decode_session_row(text, "sid")[0]
+    assert util.JsonSerializer().loads(base64.b64decode(back)) == json.loads(text)
 
 
 @pytest.mark.parametrize("blob", BLOBS)
@@ -62,8 +124,9 @@ def test_one_decoding_serves_every_use(blob: str) -> None:
     assert encode_decoded_session(blob, json_text) == encode_session(blob)
     emptied = decoded is not None and is_emptied_dict(blob, decoded[1])
     assert emptied == is_emptied_session(blob)
-    if decoded is not None and decoded[0] == BlobFormat.JSON:
-        assert json.loads(json_text or "") == decoded[1]
+    if json_text is not None:
+        assert decoded is not None and decoded[0] == BlobFormat.JSON
+        assert json.loads(json_text) == decoded[1]
 
 
 @pytest.mark.parametrize(
