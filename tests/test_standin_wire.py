@@ -426,12 +426,12 @@ def test_connections_from_many_threads(standin: SQLServerStandIn) -> None:
     assert standin.stats()["logins"] == 8
 
 
-def test_rpc_requests_get_a_clear_error(standin: SQLServerStandIn) -> None:
+def test_bulk_load_requests_get_a_clear_error(standin: SQLServerStandIn) -> None:
     raw = RawClient(standin)
     try:
-        raw.send(tds.PKT_RPC, b"\x00" * 16)
+        raw.send(tds.PKT_BULK, b"\x00" * 16)
         reply = raw.read_message()
-        assert "send SQL batches".encode("utf-16-le") in reply
+        assert "does not support TDS packet type 7".encode("utf-16-le") in reply
         assert tds.done(tds.DONE_COUNT, 1, tds.CURCMD_SELECT) in raw.batch("SELECT 1")
     finally:
         raw.close()

@@ -27,6 +27,9 @@ from . import tds
 from .clock import Clock
 from .faults import Faults, make_error
 from .results import Done, Event, Message, ResultSet, SQLError
+from .rpc import RpcDecodeError, RpcRunner, parse_rpc, rpc_error_reply
+from .tls import ServerCertificate, TlsChannel, TlsOption, server_encryption_answer
+from .tm import parse_tm, tm_sql
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -41,8 +44,12 @@ class _SessionLike(Protocol):
 
     session_id: int
     database: str
+    trancount: int
+    last_tran_end: str
 
-    def execute(self, batch: str, cancel: Optional[_CancelFlag] = None) -> list[Event]: ...
+    def execute(self, batch: str, cancel: Optional[_CancelFlag] = None, bind: Any = None) -> list[Event]: ...
+
+    def reset(self, keep_transaction: bool = False) -> None: ...
 
     def close(self) -> None: ...
 
@@ -127,20 +134,33 @@ class _CancelProbe:
         """Look now (no rate limit): True, and the flag set, if the client cancelled or went away."""
         if self._flag.is_set():
             return True
-        buf = self._conn.rbuf
-        pos = 0
-        n = len(buf)
-        while pos + tds.HEADER_SIZE <= n:  # whole packets already read past the request
-            if buf[pos] == tds.PKT_ATTENTION:
+        conn = self._conn
+        scanned = self._scan(conn.rbuf)
+        if scanned is not None:
+            return scanned
+        sock = conn.sock
+        if conn.channel is not None and conn.channel.established:
+            # TLS: the socket holds records, not packets; decrypt what came (the serving loop reads
+            # the packets from rbuf afterwards) and look again.
+            try:
+                if self._poller is not None:
+                    readable = bool(self._poller.poll(0))
+                else:
+                    readable = bool(select.select([sock], [], [], 0)[0])
+                raw = sock.recv(65536) if readable else None
+            except (OSError, ValueError):
+                raw = b""
+            if raw is None:
+                return False
+            if not raw:
                 self._flag.set()
                 return True
-            length = (buf[pos + 2] << 8) | buf[pos + 3]
-            if length < tds.HEADER_SIZE:
-                return False  # garbage: the serving loop reports it after the batch
-            pos += length
-        if pos != n:
-            return False  # the socket holds the rest of a buffered packet, not the start of one
-        sock = self._conn.sock
+            try:
+                conn.rbuf += conn.channel.decrypt(raw)
+            except tds.ProtocolError:
+                self._flag.set()
+                return True
+            return bool(self._scan(conn.rbuf))
         try:
             if self._poller is not None:
                 readable = bool(self._poller.poll(0))  # also reports hang-up and errors
@@ -155,6 +175,23 @@ class _CancelProbe:
             self._flag.set()
             return True
         return False
+
+    def _scan(self, buf: bytearray) -> Optional[bool]:
+        """True (flag set) if an ATTENTION is among the whole packets already read; False if something
+        else (garbage, or the rest of a packet) means the socket must not be looked at; None to look."""
+        pos = 0
+        n = len(buf)
+        while pos + tds.HEADER_SIZE <= n:  # whole packets already read past the request
+            if buf[pos] == tds.PKT_ATTENTION:
+                self._flag.set()
+                return True
+            length = (buf[pos + 2] << 8) | buf[pos + 3]
+            if length < tds.HEADER_SIZE:
+                return False  # garbage: the serving loop reports it after the batch
+            pos += length
+        if pos != n:
+            return False  # the socket holds the rest of a buffered packet, not the start of one
+        return None
 
     def wait(self, timeout: float) -> bool:
         """Sleep ``timeout`` seconds (request latency fault) unless cancelled first; True if cancelled."""
@@ -182,6 +219,11 @@ class _Connection:
         self.packet_size = tds.DEFAULT_PACKET_SIZE
         self.counters = _new_counters()
         self.info: dict[str, Any] = {}
+        self.channel: Optional[TlsChannel] = None  # TLS session (handshaking or established)
+        self.login_only_tls = False  # ENCRYPT_OFF negotiated: TLS ends after LOGIN7
+        self.rpc = RpcRunner()
+        self.tran_descriptor = 0  # the current transaction's descriptor (ENVCHANGE 8/9/10), 0 = none
+        self._descriptors = 0
         self.closed = threading.Event()
         self._close_lock = threading.Lock()
         self.worker = threading.Thread(target=self._serve_loop, name=f"standin-conn-{number}", daemon=True)
@@ -191,23 +233,19 @@ class _Connection:
 
     def _serve_loop(self) -> None:
         """Read a message, answer it, repeat. An ATTENTION (read when no batch runs) gets its DONE(ATTN)."""
-        sock = self.sock
         buf = self.rbuf
         message: list[bytes] = []
         message_type = -1
+        message_status = 0
         try:
             while True:
                 while len(buf) < tds.HEADER_SIZE:
-                    data = sock.recv(65536)
-                    if not data:
+                    if not self._fill(buf, 65536):
                         return
-                    buf += data
                 ptype, status, length = tds.parse_header(bytes(buf[:tds.HEADER_SIZE]))
                 while len(buf) < length:
-                    data = sock.recv(max(65536, length - len(buf)))
-                    if not data:
+                    if not self._fill(buf, max(65536, length - len(buf))):
                         return
-                    buf += data
                 payload = bytes(buf[tds.HEADER_SIZE:length])
                 del buf[:length]
                 self.counters["bytes_in"] += length
@@ -217,14 +255,22 @@ class _Connection:
                     self.cancel.clear()
                     self._send(tds.done(tds.DONE_ATTN))
                     continue
+                channel = self.channel
+                if channel is not None and not channel.established:
+                    if ptype != tds.PKT_PRELOGIN:
+                        raise tds.ProtocolError(f"packet type {ptype} during the TLS handshake")
+                    self._tls_handshake(channel, payload)
+                    continue
                 if message and ptype != message_type:
                     raise tds.ProtocolError("packet type changed inside a message")
+                if not message:
+                    message_status = status
                 message_type = ptype
                 message.append(payload)
                 if status & tds.STATUS_EOM:
                     whole = message[0] if len(message) == 1 else b"".join(message)
                     message = []
-                    if not self._dispatch(ptype, whole):
+                    if not self._dispatch(ptype, whole, message_status):
                         return
         except (OSError, tds.ProtocolError) as exc:
             if not self.closed.is_set():
@@ -235,10 +281,26 @@ class _Connection:
             self.cancel.set()
             self.close()
 
-    def _dispatch(self, ptype: int, payload: bytes) -> bool:
+    def _fill(self, buf: bytearray, size: int) -> bool:
+        """Read more TDS bytes into ``buf`` (decrypting when TLS is on); False at end of stream."""
+        data = self.sock.recv(size)
+        if not data:
+            return False
+        channel = self.channel
+        if channel is not None and channel.established:
+            buf += channel.decrypt(data)
+            return not channel.eof
+        buf += data
+        return True
+
+    def _dispatch(self, ptype: int, payload: bytes, status: int = tds.STATUS_EOM) -> bool:
         """Answer one whole message; False means the connection is to be dropped."""
         if ptype == tds.PKT_SQL_BATCH:
-            return self._batch(payload)
+            return self._batch(payload, status)
+        if ptype == tds.PKT_RPC:
+            return self._rpc(payload, status)
+        if ptype == tds.PKT_TRANSACTION_MANAGER:
+            return self._tm(payload, status)
         if ptype == tds.PKT_PRELOGIN:
             self._prelogin(payload)
             return True
@@ -247,23 +309,55 @@ class _Connection:
         self._count_request()
         self._send(tds.error_reply(
             Message(50000, 16, 1, f"The stand-in does not support TDS packet type {ptype} "
-                                  "(RPC, bulk load, transaction manager): send SQL batches."),
+                                  "(bulk load, SSPI)."),
             SERVER_NAME))
         return True
 
-    def _send(self, payload: bytes) -> None:
-        data = tds.packetize(tds.PKT_TABULAR, payload, self.packet_size, self.spid)
+    def _send(self, payload: bytes, ptype: int = tds.PKT_TABULAR) -> None:
+        data = tds.packetize(ptype, payload, self.packet_size, self.spid)
         self.counters["bytes_out"] += len(data)
+        channel = self.channel
+        if channel is not None and channel.established:
+            data = channel.encrypt(data)
         self.sock.sendall(data)
 
     def _prelogin(self, payload: bytes) -> None:
+        """PRELOGIN: agree on encryption ([MS-TDS] 2.2.6.5); with TLS on, the handshake follows."""
+        if self.session is not None or self.channel is not None:
+            raise tds.ProtocolError("PRELOGIN after the login has started")
         options = tds.parse_prelogin(payload)
-        self.info["client_encryption"] = options.get(tds.PL_ENCRYPTION, b"\x00")[:1].hex()
-        self._send(tds.build_prelogin_response(tds.ENCRYPT_NOT_SUP))
+        client = options.get(tds.PL_ENCRYPTION, b"")[:1]
+        self.info["client_encryption"] = client.hex() or "00"
+        cert = self.server._certificate
+        answer = server_encryption_answer(client[0] if client else None, cert is not None)
+        self.info["encryption"] = {tds.ENCRYPT_ON: "on", tds.ENCRYPT_OFF: "login-only"}.get(answer, "off")
+        self._send(tds.build_prelogin_response(answer))
+        if cert is not None and answer in (tds.ENCRYPT_ON, tds.ENCRYPT_OFF):
+            self.channel = TlsChannel(cert.context)
+            self.login_only_tls = answer == tds.ENCRYPT_OFF
+
+    def _tls_handshake(self, channel: TlsChannel, records: bytes) -> None:
+        """One PRELOGIN packet of the handshake in; the server's flight out, wrapped the same way."""
+        reply = channel.handshake(records)
+        if reply:
+            data = tds.packetize(tds.PKT_PRELOGIN, reply, self.packet_size, self.spid)
+            self.counters["bytes_out"] += len(data)
+            self.sock.sendall(data)
+        if channel.established and self.rbuf:
+            # What the client sent after its last handshake packet is already TLS records.
+            pending = bytes(self.rbuf)
+            self.rbuf.clear()
+            self.rbuf += channel.decrypt(pending)
 
     def _login(self, payload: bytes) -> bool:
         """LOGIN7 -> LOGINACK and friends, or ERROR 18456/4060/... and a closed socket."""
         server = self.server
+        if self.login_only_tls:
+            # Login-only encryption: the LOGIN7 came encrypted, everything after it goes in the clear.
+            self.channel = None
+            self.login_only_tls = False
+            if self.rbuf:
+                raise tds.ProtocolError("client sent more after a login-only-encrypted LOGIN7")
         login = tds.parse_login7(payload)
         self.tds_version = tds.negotiate_tds_version(login.tds_version)
         error = server.faults.take_login_refusal(login.user, login.database)
@@ -289,7 +383,9 @@ class _Connection:
         # Registered before the LOGINACK goes out: a client that has it finds its SPID in stats().
         server._register(self)
         server._count_login(ok=True)
-        self._send(tds.login_response(self.session.database, packet_size, self.tds_version, SERVER_NAME))
+        self.info["features"] = sorted(login.features)
+        self._send(tds.login_response(self.session.database, packet_size, self.tds_version, SERVER_NAME,
+                                      login.features))
         self.packet_size = packet_size
         return True
 
@@ -297,16 +393,53 @@ class _Connection:
         self.counters["requests"] += 1
         self.server._count("requests")
 
-    def _batch(self, payload: bytes) -> bool:
+    def _batch(self, payload: bytes, status: int = tds.STATUS_EOM) -> bool:
         """Run one SQL batch; False means the connection is to be dropped."""
+        sql = tds.sql_batch_text(payload, self.tds_version)
+        if self.server.log_sql:
+            self.server._log_sql(sql)
+        return self._request(status, lambda session: tds.encode_events(
+            session.execute(sql, self.cancel), SERVER_NAME), sql)
+
+    def _rpc(self, payload: bytes, status: int) -> bool:
+        """Run an RPC request (sp_executesql, sp_prepare/sp_execute, procedures): see rpc.py."""
+        try:
+            calls = parse_rpc(payload, self.tds_version)
+        except RpcDecodeError as exc:
+            self._count_request()
+            self._send(rpc_error_reply(exc, SERVER_NAME))
+            return True
+        if self.server.log_sql:
+            for call in calls:
+                self.server._log_sql(f"RPC {call.display}: " + " ".join(
+                    str(p.value) for p in call.params[:1] if isinstance(p.value, str)))
+        return self._request(status, lambda session: self.rpc.run(session, calls, self.cancel, SERVER_NAME),
+                             calls[0].display if calls else "RPC", proc=True)
+
+    def _tm(self, payload: bytes, status: int) -> bool:
+        """A transaction-manager request: the equivalent T-SQL on the batch path (see tm.py)."""
+        request = parse_tm(payload, self.tds_version)
+        sql = tm_sql(request)
+        if sql is None:
+            self._count_request()
+            self._send(tds.error_reply(Message(
+                8509 if request.kind == 6 else 50000, 16, 1,
+                f"The stand-in does not support distributed transactions (transaction-manager request "
+                f"{request.kind})."), SERVER_NAME))
+            return True
+        if self.server.log_sql:
+            self.server._log_sql(sql)
+        return self._request(status, lambda session: tds.encode_events(
+            session.execute(sql, self.cancel), SERVER_NAME), sql)
+
+    def _request(self, status: int, work: Callable[[_SessionLike], bytes], label: str,
+                 proc: bool = False) -> bool:
+        """What every request shares: faults, cancel, reset, errors, transaction ENVCHANGEs."""
         server = self.server
         self._count_request()
         session = self.session
         if session is None:
-            raise tds.ProtocolError("SQL batch before login")
-        sql = tds.sql_batch_text(payload, self.tds_version)
-        if server.log_sql:
-            server._log_sql(sql)
+            raise tds.ProtocolError("request before login")
         faults = server.faults
         cancel = self.cancel
         if faults.active:
@@ -318,22 +451,64 @@ class _Connection:
                 return True  # cancelled before it ran: the ATTENTION gets the only answer
         if cancel.is_set():
             return True  # cancelled before it ran (close()): nothing to answer
+        prefix = b""
+        if status & (tds.STATUS_RESETCONNECTION | tds.STATUS_RESETCONNECTIONSKIPTRAN):
+            prefix = self._reset(session, keep_transaction=not status & tds.STATUS_RESETCONNECTION)
+        trancount = session.trancount
         cancel.arm()
         try:
-            events = session.execute(sql, self.cancel)
+            reply = work(session)
         except server._cancelled as exc:
-            log.debug("connection %d: batch cancelled: %s", self.number, exc)
+            log.debug("connection %d: request cancelled: %s", self.number, exc)
             return True
         except SQLError as exc:
-            events = [exc.to_message(), Done(error=True)]
+            events: list[Event] = [exc.to_message(), Done(error=True)]
+            reply = tds.encode_events(events, SERVER_NAME)
         except Exception as exc:
             if self.cancel.is_set():
                 return True
-            log.exception("connection %d: engine failure on %r", self.number, sql[:200])
+            log.exception("connection %d: engine failure on %r", self.number, label[:200])
             events = [Message(50000, 16, 1, f"Stand-in engine failure: {type(exc).__name__}: {exc}"),
                       Done(error=True)]
-        self._send(tds.encode_events(events, SERVER_NAME))
+            reply = tds.encode_events(events, SERVER_NAME)
+        if trancount != session.trancount and self.tds_version >= tds.TDS72:
+            reply = self._with_tran_envchange(reply, trancount, session)
+        self._send(prefix + reply if prefix else reply)
         return True
+
+    def _reset(self, session: _SessionLike, keep_transaction: bool) -> bytes:
+        """RESETCONNECTION: sp_reset_connection before the request, acknowledged by ENVCHANGE 18."""
+        trancount = session.trancount
+        database = session.database
+        session.reset(keep_transaction)
+        out = b""
+        if trancount and not session.trancount:
+            out = tds.envchange_binary(tds.ENV_ROLLBACK_TRAN, b"", self._descriptor_bytes())
+            self.tran_descriptor = 0
+        if session.database != database:
+            out += tds.database_changed(session.database, database)
+        return out + tds.envchange_binary(tds.ENV_RESET_ACK, b"", b"")
+
+    def _descriptor_bytes(self) -> bytes:
+        return self.tran_descriptor.to_bytes(8, "little")
+
+    def _with_tran_envchange(self, reply: bytes, before: int, session: _SessionLike) -> bytes:
+        """ENVCHANGE begin/commit/rollback (8/9/10, with the 8-byte transaction descriptor) when the request
+        started or ended the transaction, placed before the request's final DONE/DONEPROC as the client
+        needs it while the request is still open ([MS-TDS] 2.2.7.9). SQL Server sends it right after
+        the statement that did it; clients only keep the descriptor."""
+        token = b""
+        if before and not session.trancount:
+            kind = tds.ENV_COMMIT_TRAN if session.last_tran_end == "commit" else tds.ENV_ROLLBACK_TRAN
+            token = tds.envchange_binary(kind, b"", self._descriptor_bytes())
+            self.tran_descriptor = 0
+        elif not before and session.trancount:
+            self._descriptors += 1
+            self.tran_descriptor = (self.spid << 32) | self._descriptors
+            token = tds.envchange_binary(tds.ENV_BEGIN_TRAN, self._descriptor_bytes(), b"")
+        if not token or len(reply) < 13:
+            return reply
+        return reply[:-13] + token + reply[-13:]
 
     def close(self) -> None:
         """Close the socket; the worker then closes the engine session (rolling back an open transaction).
@@ -391,7 +566,7 @@ class SQLServerStandIn:
                  password: Optional[str] = None, data_file: Optional[str] = None,
                  utc_offset: Optional[timedelta] = None, host: str = "127.0.0.1",
                  users: Optional[dict[str, str]] = None, log_sql: bool = False,
-                 *, engine_factory: Optional[EngineFactory] = None) -> None:
+                 *, engine_factory: Optional[EngineFactory] = None, tls: TlsOption = False) -> None:
         self.host = host
         self.port = port
         self.database = database
@@ -421,6 +596,14 @@ class SQLServerStandIn:
         self._conn_numbers = 0
         self._backdoor: Optional[_SessionLike] = None
         self._backdoor_lock = threading.Lock()
+        # TLS: tls=True makes a self-signed certificate, tls=(certfile, keyfile) uses those; off by default
+        self._tls_option = tls
+        self._certificate: Optional[ServerCertificate] = ServerCertificate(tls) if tls else None
+
+    @property
+    def tls_ca_file(self) -> Optional[str]:
+        """The PEM file a client verifying the stand-in's certificate trusts (None without TLS)."""
+        return self._certificate.ca_file if self._certificate is not None else None
 
     # -- lifecycle --------------------------------------------------------------------------------------
 
@@ -441,6 +624,8 @@ class SQLServerStandIn:
         if self._listener is not None:
             return self
         self.engine  # noqa: B018 - create it before the first client can arrive
+        if self._tls_option and self._certificate is None:  # started again after close()
+            self._certificate = ServerCertificate(self._tls_option)
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -485,6 +670,9 @@ class SQLServerStandIn:
         if self._engine is not None:
             self._engine.close()
             self._engine = None
+        if self._certificate is not None:
+            self._certificate.close()
+            self._certificate = None
 
     def __enter__(self) -> SQLServerStandIn:
         return self.start()

@@ -8,7 +8,7 @@ can stay a thin loop and the encoding can be unit-tested byte for byte. Referenc
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Optional
 
@@ -26,18 +26,25 @@ PKT_SSPI = 0x11
 PKT_PRELOGIN = 0x12
 
 STATUS_EOM = 0x01
+STATUS_RESETCONNECTION = 0x08  # [MS-TDS] 2.2.3.1.2: reset the session before running this request
+STATUS_RESETCONNECTIONSKIPTRAN = 0x10  # ... but keep its open transaction
 HEADER = struct.Struct(">BBHHBB")  # type, status, length (incl. header), spid, packet id, window
 HEADER_SIZE = 8
 
 # -- token types --------------------------------------------------------------------------------------
+TOKEN_RETURNSTATUS = 0x79
 TOKEN_COLMETADATA = 0x81
 TOKEN_ERROR = 0xAA
 TOKEN_INFO = 0xAB
+TOKEN_RETURNVALUE = 0xAC
 TOKEN_LOGINACK = 0xAD
+TOKEN_FEATUREEXTACK = 0xAE
 TOKEN_ROW = 0xD1
 TOKEN_NBCROW = 0xD2
 TOKEN_ENVCHANGE = 0xE3
 TOKEN_DONE = 0xFD
+TOKEN_DONEPROC = 0xFE
+TOKEN_DONEINPROC = 0xFF
 
 DONE_FINAL = 0x00
 DONE_MORE = 0x01
@@ -56,6 +63,16 @@ ENV_DATABASE = 1
 ENV_LANGUAGE = 2
 ENV_PACKET_SIZE = 4
 ENV_COLLATION = 7
+ENV_BEGIN_TRAN = 8
+ENV_COMMIT_TRAN = 9
+ENV_ROLLBACK_TRAN = 10
+ENV_RESET_ACK = 18
+
+# LOGIN7 feature extensions ([MS-TDS] 2.2.6.4 FeatureExt) the stand-in recognises
+FEATURE_SESSIONRECOVERY = 0x01
+FEATURE_FEDAUTH = 0x02
+FEATURE_UTF8_SUPPORT = 0x0A
+FEATURE_TERMINATOR = 0xFF
 
 # SQL_Latin1_General_CP1_CI_AS: LCID 0x0409, flags IgnoreCase|IgnoreKana|IgnoreWidth (0xD0 in the
 # third byte), sort id 52 (0x34) -- what a default-installed SQL Server reports.
@@ -213,6 +230,7 @@ class Login7:
     library: str
     language: str
     database: str
+    features: dict[int, bytes] = field(default_factory=dict)  # FeatureExt id -> data (TDS 7.4)
 
     def __repr__(self) -> str:  # never show the password
         return (f"Login7(tds_version=0x{self.tds_version:08X}, packet_size={self.packet_size}, "
@@ -250,7 +268,14 @@ def parse_login7(payload: bytes) -> Login7:
             raise ProtocolError("LOGIN7 field points past the end of the record")
         return decode_password(raw) if password else raw.decode("utf-16-le", errors="replace")
 
+    features: dict[int, bytes] = {}
+    option_flags3 = payload[27]
+    if option_flags3 & 0x10 and tds_version >= TDS74:  # fExtension: ibExtension points at a DWORD offset
+        ext_offset, ext_len = struct.unpack_from("<HH", payload, 36 + 4 * 5)
+        if ext_len >= 4 and ext_offset + 4 <= len(payload):
+            features = parse_feature_ext(payload, _I.unpack_from(payload, ext_offset)[0])
     return Login7(
+        features=features,
         tds_version=tds_version,
         packet_size=packet_size,
         client_pid=client_pid,
@@ -263,6 +288,33 @@ def parse_login7(payload: bytes) -> Login7:
         language=field(7),
         database=field(8),
     )
+
+
+def parse_feature_ext(payload: bytes, pos: int) -> dict[int, bytes]:
+    """FeatureId (BYTE), FeatureDataLen (DWORD), data ... up to the 0xFF terminator."""
+    features: dict[int, bytes] = {}
+    while pos < len(payload):
+        feature = payload[pos]
+        if feature == FEATURE_TERMINATOR:
+            return features
+        if pos + 5 > len(payload):
+            break
+        length = _I.unpack_from(payload, pos + 1)[0]
+        data = payload[pos + 5:pos + 5 + length]
+        if len(data) != length:
+            break
+        features[feature] = data
+        pos += 5 + length
+    raise ProtocolError("LOGIN7 feature extension block without terminator")
+
+
+def feature_ext_ack(features: dict[int, bytes]) -> bytes:
+    """FEATUREEXTACK for the features the stand-in acknowledges (only UTF-8 support; SQL Server 2019+
+    acks it with 1). Features a server does not ack are off for the client ([MS-TDS] 2.2.7.11)."""
+    if FEATURE_UTF8_SUPPORT not in features:
+        return b""
+    return (bytes((TOKEN_FEATUREEXTACK, FEATURE_UTF8_SUPPORT)) + _I.pack(1) + b"\x01"
+            + bytes((FEATURE_TERMINATOR,)))
 
 
 def negotiate_tds_version(client_version: int) -> int:
@@ -315,7 +367,8 @@ def done(status: int = DONE_FINAL, count: Optional[int] = None, curcmd: int = 0)
     return _DONE.pack(TOKEN_DONE, status, curcmd, count or 0)
 
 
-def login_response(database: str, packet_size: int, tds_version: int, server_name: str) -> bytes:
+def login_response(database: str, packet_size: int, tds_version: int, server_name: str,
+                   features: Optional[dict[int, bytes]] = None) -> bytes:
     """Every token SQL Server sends after a successful LOGIN7, in SQL Server's order."""
     return b"".join((
         envchange_text(ENV_DATABASE, database, "master"),
@@ -324,9 +377,34 @@ def login_response(database: str, packet_size: int, tds_version: int, server_nam
         envchange_text(ENV_LANGUAGE, "us_english", ""),
         message_token(Message(5703, 0, 1, "Changed language setting to us_english."), server_name),
         loginack(tds_version),
+        feature_ext_ack(features or {}),
         envchange_text(ENV_PACKET_SIZE, str(packet_size), str(packet_size)),
         done(),
     ))
+
+
+def envchange_binary(kind: int, new: bytes, old: bytes) -> bytes:
+    """ENVCHANGE with B_VARBYTE values: transaction begin/commit/rollback (8/9/10), reset ack (18)."""
+    return _token(TOKEN_ENVCHANGE, bytes((kind, len(new))) + new + bytes((len(old),)) + old)
+
+
+def returnstatus(value: int) -> bytes:
+    """RETURNSTATUS: the procedure's return code."""
+    return bytes((TOKEN_RETURNSTATUS,)) + _i.pack(value)
+
+
+def returnvalue(ordinal: int, name: str, wire: tuple[SqlType, int], value: Any) -> bytes:
+    """RETURNVALUE of an output parameter: ordinal, name, status 1 (output), TYPE_INFO, value."""
+    type_info, encoder = column_type_info(Column(name, wire[0], wire[1]))
+    return (bytes((TOKEN_RETURNVALUE,)) + _H.pack(ordinal) + b_varchar(name) + b"\x01" + _I.pack(0)
+            + _H.pack(0x0001) + type_info + encoder(value))
+
+
+def doneproc(status: int = DONE_FINAL, count: Optional[int] = None) -> bytes:
+    """DONEPROC: the end of one RPC call."""
+    if count is not None:
+        status |= DONE_COUNT
+    return _DONE.pack(TOKEN_DONEPROC, status, 0, count or 0)
 
 
 def error_reply(msg: Message, server_name: str) -> bytes:
@@ -518,12 +596,16 @@ class ResultEncoder:
         return out
 
 
-def encode_events(events: list[Any], server_name: str) -> bytes:
+def encode_events(events: list[Any], server_name: str, in_proc: bool = False) -> bytes:
     """The token stream answering one SQL batch, from the engine's events.
 
     DONE_MORE goes on every DONE but the last, as SQL Server does; a batch whose events do not end
     in a Done (an engine that stopped early) still gets a final DONE so the client is never left waiting.
+    ``in_proc``: the statements of an RPC call, each ended by DONEINPROC (with MORE); the caller closes
+    the stream with DONEPROC.
     """
+    if in_proc:
+        return _encode_in_proc(events, server_name)
     parts: list[bytes] = []
     append = parts.append
     last_done = -1
@@ -565,6 +647,29 @@ def encode_events(events: list[Any], server_name: str) -> bytes:
             token, status, curcmd, count = _DONE.unpack(parts[last_done_part])
             parts[last_done_part] = _DONE.pack(token, status | DONE_MORE, curcmd, count)
         append(done(DONE_ERROR if error_seen else DONE_FINAL))
+    return b"".join(parts)
+
+
+def _encode_in_proc(events: list[Any], server_name: str) -> bytes:
+    parts: list[bytes] = []
+    after_rows = False
+    for event in events:
+        if isinstance(event, Done):
+            status = DONE_MORE | (DONE_ERROR if event.error else 0)
+            if event.count is not None:
+                status |= DONE_COUNT
+            parts.append(_DONE.pack(TOKEN_DONEINPROC, status, CURCMD_SELECT if after_rows else 0,
+                                    event.count or 0))
+            after_rows = False
+        elif isinstance(event, ResultSet):
+            encoder = ResultEncoder(event.columns, event.rows)
+            parts.append(encoder.metadata)
+            parts.extend(encoder.rows(event.rows))
+            after_rows = True
+        elif isinstance(event, Message):
+            parts.append(message_token(event, server_name))
+        elif isinstance(event, DatabaseChanged):
+            parts.append(database_changed(event.new, event.old))
     return b"".join(parts)
 
 
