@@ -1,0 +1,90 @@
+// Drives the real connect-mssql-v2 store for the Python tests: one JSON command per stdin line,
+// one JSON answer per stdout line ({"ok": true, "result": ...} or {"ok": false, "error": ...}).
+// Usage: node store_driver.js '<json: {"config": mssql config, "options": store options}>'
+'use strict';
+
+const readline = require('readline');
+const MSSQLStore = require('connect-mssql-v2');
+
+const setup = JSON.parse(process.argv[2]);
+const store = new MSSQLStore(setup.config, setup.options || {});
+let storeErrors = [];
+store.on('sessionError', (error, method) => { storeErrors.push(`${method}: ${error.message}`); });
+store.on('error', (error) => { storeErrors.push(`error: ${error.message}`); });
+
+function call(method, ...args) {
+  return new Promise((resolve, reject) => {
+    store[method](...args, (err, value) => (err ? reject(err) : resolve(value)));
+  });
+}
+
+async function run(cmd) {
+  switch (cmd.op) {
+    case 'get': return call('get', cmd.sid);
+    case 'set': return call('set', cmd.sid, cmd.session);
+    case 'touch': return call('touch', cmd.sid, cmd.session);
+    case 'destroy': return call('destroy', cmd.sid);
+    case 'length': return call('length');
+    case 'all': return call('all');
+    case 'clear': return call('clear');
+    case 'destroyExpired':
+      return new Promise((resolve) => { store.destroyExpired(() => resolve(null)); });
+    case 'errors': { const out = storeErrors; storeErrors = []; return out; }
+    case 'transaction': {
+      // mssql's Transaction = tedious beginTransaction/commitTransaction/rollbackTransaction (TM requests)
+      await store.dbReadyCheck();
+      const mssql = require('mssql');
+      const tx = new mssql.Transaction(store.databaseConnection);
+      await tx.begin();
+      const request = new mssql.Request(tx);
+      request.input('sid', mssql.NVarChar(255), cmd.sid);
+      await request.query(cmd.sql);
+      const count = await new mssql.Request(tx).query('SELECT @@TRANCOUNT AS n');
+      if (cmd.commit) await tx.commit(); else await tx.rollback();
+      return count.recordset[0].n;
+    }
+    case 'query': {
+      await store.dbReadyCheck();
+      const mssql = require('mssql');
+      const request = store.databaseConnection.request();
+      for (const [name, spec] of Object.entries(cmd.params || {})) {
+        const type = spec.type === 'NVarCharMax' ? mssql.NVarChar(mssql.MAX) : mssql[spec.type];
+        if (spec.output) request.output(name, type, spec.value); else request.input(name, type, spec.value);
+      }
+      const result = await request.query(cmd.sql);
+      return { recordset: result.recordset || null, rowsAffected: result.rowsAffected, output: result.output };
+    }
+    case 'prepared': {
+      await store.dbReadyCheck();
+      const mssql = require('mssql');
+      const ps = new mssql.PreparedStatement(store.databaseConnection);
+      ps.input('sid', mssql.NVarChar(255));
+      await ps.prepare(cmd.sql);
+      const rows = [];
+      for (const sid of cmd.sids) {
+        const result = await ps.execute({ sid });
+        rows.push(result.recordset);
+      }
+      await ps.unprepare();
+      return rows;
+    }
+    case 'close': await store.databaseConnection.close(); return null;
+    default: throw new Error(`unknown op ${cmd.op}`);
+  }
+}
+
+const rl = readline.createInterface({ input: process.stdin });
+let chain = Promise.resolve();
+rl.on('line', (line) => {
+  chain = chain.then(async () => {
+    let answer;
+    try {
+      const result = await run(JSON.parse(line));
+      answer = { ok: true, result: result === undefined ? null : result };
+    } catch (err) {
+      answer = { ok: false, error: String(err && err.message ? err.message : err), number: err && err.number };
+    }
+    process.stdout.write(`${JSON.stringify(answer)}\n`);
+  });
+});
+rl.on('close', () => { chain.then(() => store.databaseConnection.close()).finally(() => process.exit(0)); });
