@@ -455,6 +455,10 @@ class RpcRunner:
             if self.prepared.pop(handle, None) is None:
                 raise _err(8179, f"Could not find prepared statement with handle {handle}.", 16, 4)
             return _Outcome([], 0)
+        if proc == "sp_reset_connection":
+            # Called by name by some pooled clients (python-tds): the same reset as RESETCONNECTION.
+            session.reset()
+            return _Outcome([], 0)
         if proc.startswith("sp_cursor") or proc == "sp_prepexecrpc":
             raise _err(2812, f"Could not find stored procedure '{call.display}'. (The SQL Server stand-in "
                              "does not support server cursors.)", 16, 62)
