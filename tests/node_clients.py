@@ -44,7 +44,8 @@ def node_modules() -> Path:
             result = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=CACHE,
                                     capture_output=True, text=True, timeout=600, check=False)
             if result.returncode != 0:
-                pytest.fail(f"npm ci in {CACHE} failed (the npm registry must be reachable):\n{result.stderr}")
+                pytest.fail(f"npm ci in {CACHE} failed (the npm registry must be reachable):\n"
+                            f"{result.stderr}")
             stamp.write_bytes(lock)
         return modules
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from beaker.middleware import SessionMiddleware
 from helpers import WSGIClient
-from node_clients import NodeStore
+from node_clients import NodeError, NodeStore
 
 from beaker_mssql.namespace import close_all
 
@@ -102,7 +102,7 @@ def test_node_destroy_is_seen_by_beaker(node, mssql_url, mssql_table):
 
 
 def test_node_length_touch_clear_on_beaker_rows(node, mssql_server, mssql_url, mssql_table):
-    sids = [beaker_get(beaker_client(mssql_url, mssql_table), "/login?u%d" % i)["id"] for i in range(3)]
+    sids = [beaker_get(beaker_client(mssql_url, mssql_table), f"/login?u{i}")["id"] for i in range(3)]
     assert node.call("length") == 3
     assert set(node.call("all")) == set(sids)
     later = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=3)
@@ -155,7 +155,30 @@ def test_node_over_tls(mssql_server, mssql_table, request):
                                                             user="tls"))
         assert node.call("get", sid=NODE_SID)["user"] == "tls"
         if server is not mssql_server:
-            encryption = {c["encryption"] for c in server.stats()["per_connection"].values()}
-            assert encryption == {"on"}
+            per = server.stats()["per_connection"].values()
+            assert {c["encryption"] for c in per} == {"on"}
+            assert all(0x0A in c["features"] for c in per)  # tedious asks for UTF-8 support (TDS 7.4)
     finally:
         node.close()
+
+
+def test_node_transactions_prepared_statements_and_output_parameters(node, mssql_server, mssql_table):
+    """What mssql/tedious send besides sp_executesql: TM requests (Transaction), sp_prepare/sp_execute/
+    sp_unprepare (PreparedStatement), output parameters (RETURNVALUE)."""
+    expires = datetime.now(timezone.utc) + timedelta(hours=1)
+    node.call("set", sid=NODE_SID, session=node_session(expires, user="dave"))
+    update = f"UPDATE {mssql_table} SET [session] = N'{{}}' WHERE [sid] = @sid"
+    assert node.call("transaction", sid=NODE_SID, sql=update, commit=False) == 1  # @@TRANCOUNT inside
+    assert node.call("get", sid=NODE_SID)["user"] == "dave"  # rolled back
+    assert node.call("transaction", sid=NODE_SID, sql=update, commit=True) == 1
+    assert node.call("get", sid=NODE_SID) == {}
+    rows = node.call("prepared", sql=f"SELECT [sid] FROM {mssql_table} WHERE [sid] = @sid",
+                     sids=[NODE_SID, "missing"])
+    assert rows == [[{"sid": NODE_SID}], []]
+    result = node.call("query", sql="SET @doubled = @n * 2",
+                       params={"n": {"type": "Int", "value": 21}, "doubled": {"type": "Int", "output": True}})
+    assert result["output"] == {"doubled": 42}
+    with pytest.raises(NodeError) as info:
+        node.call("query", sql="SELECT * FROM no_such_table WHERE a = @a",
+                  params={"a": {"type": "Int", "value": 1}})
+    assert info.value.number == 208

@@ -10,8 +10,8 @@ from datetime import datetime
 from typing import Any, Callable
 
 import pymssql
-import pytest
 import pytds
+import pytest
 import webtest
 from beaker.middleware import SessionMiddleware
 from helpers import new_sid
@@ -67,7 +67,7 @@ def store_flow(store: MSSQLStore, other: MSSQLStore, clock_advance: Callable[[in
         store.set(sid, payload, ttl=60)
     assert store.get(sids[0]) == other.get(sids[0]) == payload
     assert store.length() == other.length() == 3
-    assert store.all() == other.all() == {sid: payload for sid in sids}
+    assert store.all() == other.all() == dict.fromkeys(sids, payload)
     assert store.touch(sids[1], ttl=3600) is True and other.touch("nope") is False
     assert store.touch("nope") is False
     assert store.destroy(sids[2]) is True and other.get(sids[2]) is None
@@ -115,8 +115,9 @@ def test_pytds_pool_resets_the_session(standin):
     """python-tds's pool calls sp_reset_connection on reuse: the open transaction rolls back."""
     standin.execute("CREATE TABLE reset_probe (n int)")
     try:
-        kw = dict(server=standin.host, port=standin.port, user=standin.user, password=standin.password,
-                  database=standin.database, pooling=True, autocommit=False, login_timeout=10)
+        kw = {"server": standin.host, "port": standin.port, "user": standin.user,
+              "password": standin.password, "database": standin.database, "pooling": True,
+              "autocommit": False, "login_timeout": 10}
         first = pytds.connect(**kw)
         cur = first.cursor()
         cur.execute("SET NOCOUNT ON; SET XACT_ABORT ON; INSERT INTO reset_probe VALUES (1)")
@@ -209,7 +210,10 @@ def _pytds(server: Any) -> Any:
 
 
 def _number(exc: BaseException) -> Any:
-    return getattr(exc, "msg_no", None) or (exc.args[0] if exc.args and isinstance(exc.args[0], int) else None)
+    """The SQL Server error number: python-tds keeps it in msg_no, pymssql in args[0]."""
+    if getattr(exc, "msg_no", None):
+        return exc.msg_no  # type: ignore[attr-defined]
+    return exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
 
 
 T_SQL_ERRORS = [
@@ -228,7 +232,8 @@ T_SQL_ERRORS = [
 
 @pytest.mark.parametrize(("sql", "params", "number"), T_SQL_ERRORS, ids=[str(n) for *_, n in T_SQL_ERRORS])
 def test_rpc_statements_fail_like_batches(standin, sql, params, number):
-    standin.execute("IF OBJECT_ID('rpc_t') IS NULL CREATE TABLE rpc_t (id int PRIMARY KEY, name nvarchar(10))")
+    standin.execute("IF OBJECT_ID('rpc_t') IS NULL "
+                    "CREATE TABLE rpc_t (id int PRIMARY KEY, name nvarchar(10))")
     standin.execute("DELETE FROM rpc_t; INSERT INTO rpc_t VALUES (1, N'one')")
     with standin.connect(autocommit=True) as conn, pytest.raises(pymssql.Error) as batch_error:
         conn.cursor().execute(sql, params)  # pymssql: a SQL batch with the values inlined
@@ -275,8 +280,8 @@ def test_rpc_typed_parameters_output_and_return_status(standin):
         cursor = conn.cursor()
         cursor.execute("SELECT %s, %s, %s, %s, %s, %s, %s", (7, 2**40, True, 1.5, "ünï", when, None))
         assert cursor.fetchone() == (7, 2**40, True, 1.5, "ünï", when, None)
-        out = cursor.callproc("sp_executesql", ("SET @doubled = @n * 2", "@n int, @doubled bigint OUTPUT", 21,
-                                                pytds.output(param_type="bigint")))
+        out = cursor.callproc("sp_executesql", ("SET @doubled = @n * 2", "@n int, @doubled bigint OUTPUT",
+                                                21, pytds.output(param_type="bigint")))
         assert out[-1] == 42 and cursor.return_value == 0
         cursor.callproc("sp_getapplock", {"@Resource": "rpc-lock", "@LockMode": "Exclusive",
                                           "@LockOwner": "Session", "@LockTimeout": 0})

@@ -429,8 +429,15 @@ class _Connection:
             return True
         if self.server.log_sql:
             self.server._log_sql(sql)
-        return self._request(status, lambda session: tds.encode_events(
-            session.execute(sql, self.cancel), SERVER_NAME), sql)
+
+        def work(session: _SessionLike) -> bytes:
+            # A TM request is answered by its messages and one DONE, whatever statements it took here.
+            events = session.execute(sql, self.cancel)
+            messages: list[Event] = [e for e in events if isinstance(e, Message)]
+            failed = any(isinstance(e, Message) and e.is_error for e in events)
+            return tds.encode_events([*messages, Done(error=failed)], SERVER_NAME)
+
+        return self._request(status, work, sql)
 
     def _request(self, status: int, work: Callable[[_SessionLike], bytes], label: str,
                  proc: bool = False) -> bool:
