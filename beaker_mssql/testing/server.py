@@ -378,12 +378,12 @@ class _Connection:
         assert self.session is not None
         self.spid = self.session.session_id
         self.info.update(user=login.user, app_name=login.app_name, host_name=login.hostname,
-                         database=self.session.database, tds_version=f"0x{self.tds_version:08X}")
+                         database=self.session.database, tds_version=f"0x{self.tds_version:08X}",
+                         features=sorted(login.features))
         packet_size = tds.negotiate_packet_size(login.packet_size)
         # Registered before the LOGINACK goes out: a client that has it finds its SPID in stats().
         server._register(self)
         server._count_login(ok=True)
-        self.info["features"] = sorted(login.features)
         self._send(tds.login_response(self.session.database, packet_size, self.tds_version, SERVER_NAME,
                                       login.features))
         self.packet_size = packet_size
