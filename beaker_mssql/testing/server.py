@@ -409,12 +409,14 @@ class _Connection:
             self._count_request()
             self._send(rpc_error_reply(exc, SERVER_NAME))
             return True
+        # "RPC sp_executesql: <statement>": what log_sql records and reply-cut faults match
+        labels = [f"RPC {call.display}: " + " ".join(
+            str(p.value) for p in call.params[:1] if isinstance(p.value, str)) for call in calls]
         if self.server.log_sql:
-            for call in calls:
-                self.server._log_sql(f"RPC {call.display}: " + " ".join(
-                    str(p.value) for p in call.params[:1] if isinstance(p.value, str)))
+            for label in labels:
+                self.server._log_sql(label)
         return self._request(status, lambda session: self.rpc.run(session, calls, self.cancel, SERVER_NAME),
-                             calls[0].display if calls else "RPC", proc=True)
+                             "\n".join(labels) or "RPC")
 
     def _tm(self, payload: bytes, status: int) -> bool:
         """A transaction-manager request: the equivalent T-SQL on the batch path (see tm.py)."""
@@ -439,8 +441,7 @@ class _Connection:
 
         return self._request(status, work, sql)
 
-    def _request(self, status: int, work: Callable[[_SessionLike], bytes], label: str,
-                 proc: bool = False) -> bool:
+    def _request(self, status: int, work: Callable[[_SessionLike], bytes], label: str) -> bool:
         """What every request shares: faults, cancel, reset, errors, transaction ENVCHANGEs."""
         server = self.server
         self._count_request()
@@ -478,6 +479,16 @@ class _Connection:
             events = [Message(50000, 16, 1, f"Stand-in engine failure: {type(exc).__name__}: {exc}"),
                       Done(error=True)]
             reply = tds.encode_events(events, SERVER_NAME)
+        if faults.active:
+            cut = faults.take_reply_cut(label)
+            if cut is not None:
+                ran, hold = cut
+                ran.set()
+                if hold is not None:
+                    while not hold.wait(0.05) and not self.closed.is_set():
+                        pass
+                log.info("connection %d: request ran; closing without a reply (fault)", self.number)
+                return False
         if trancount != session.trancount and self.tds_version >= tds.TDS72:
             reply = self._with_tran_envchange(reply, trancount, session)
         self._send(prefix + reply if prefix else reply)
