@@ -11,7 +11,7 @@ import struct
 
 from standin_raw import RawClient
 
-from beaker_mssql.testing import tds
+from beaker_mssql.testing import login, tds
 from beaker_mssql.testing.tm import TM_BEGIN_XACT, TM_COMMIT_XACT, TM_ROLLBACK_XACT, TM_SAVE_XACT
 
 ALL_HEADERS = struct.pack("<IIHQI", 22, 18, 2, 0, 1)  # one transaction-descriptor header
@@ -149,7 +149,7 @@ def test_resetconnection_rolls_back_and_resets_options(standin):
 def test_login_feature_extension_utf8_is_acknowledged(standin):
     """TDS 7.4 FeatureExt: UTF8_SUPPORT is acked (FEATUREEXTACK); features the server does not know are
     ignored, as [MS-TDS] 2.2.6.4 says a server does."""
-    record = bytearray(tds.build_login7(standin.user, standin.password, standin.database))
+    record = bytearray(login.build_login7(standin.user, standin.password, standin.database))
     ext = bytes((tds.FEATURE_UTF8_SUPPORT,)) + struct.pack("<I", 1) + b"\x01"
     ext += bytes((0x42,)) + struct.pack("<I", 2) + b"??" + bytes((tds.FEATURE_TERMINATOR,))
     offset_pos = len(record)
@@ -162,7 +162,7 @@ def test_login_feature_extension_utf8_is_acknowledged(standin):
 
     raw.sock = socket.create_connection((standin.host, standin.port), timeout=10)
     try:
-        raw.send(tds.PKT_PRELOGIN, tds.build_prelogin_request())
+        raw.send(tds.PKT_PRELOGIN, login.build_prelogin_request())
         raw.read_message()
         raw.send(tds.PKT_LOGIN7, bytes(record))
         reply = raw.read_message()

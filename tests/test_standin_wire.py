@@ -13,7 +13,7 @@ import pytest
 from helpers import run_threads, wait_until
 from standin_raw import RawClient, is_attention_ack
 
-from beaker_mssql.testing import SQLServerStandIn, tds
+from beaker_mssql.testing import SQLServerStandIn, login, tds
 
 pytestmark = pytest.mark.standin_only
 
@@ -120,7 +120,7 @@ def test_login_reply_token_sequence(standin: SQLServerStandIn) -> None:
         assert reply.index(bytes((tds.TOKEN_LOGINACK,))) > reply.index(tds.COLLATION)
         assert "Changed database context to 'test'.".encode("utf-16-le") in reply
         assert "Changed language setting to us_english.".encode("utf-16-le") in reply
-        assert tds.loginack(tds.TDS74) in reply
+        assert login.loginack(tds.TDS74) in reply
         assert reply.endswith(tds.done())
     finally:
         raw.close()

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from . import tds
+from .replies import encode_events, returnvalue
 from .results import MAX, Done, Event, Message, SQLError
 
 if TYPE_CHECKING:
@@ -641,11 +642,11 @@ class RpcRunner:
     @staticmethod
     def _encode(outcome: _Outcome, server_name: str, last: bool) -> bytes:
         """Inner statements' tokens with DONEINPROC, then RETURNSTATUS, RETURNVALUEs and DONEPROC."""
-        parts = [tds.encode_events(outcome.events, server_name, in_proc=True)]
+        parts = [encode_events(outcome.events, server_name, in_proc=True)]
         if outcome.status is not None:
             parts.append(tds.returnstatus(outcome.status))
         for ordinal, param, sqltype, value in outcome.outputs:
-            parts.append(tds.returnvalue(ordinal, param.name, sqltype.wire(), value))
+            parts.append(returnvalue(ordinal, param.name, sqltype.wire(), value))
         error = any(isinstance(e, Message) and e.is_error for e in outcome.events)
         status = (tds.DONE_FINAL if last else tds.DONE_MORE) | (tds.DONE_ERROR if error else 0)
         parts.append(tds.doneproc(status))
