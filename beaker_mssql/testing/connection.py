@@ -342,6 +342,9 @@ class Connection:
                 raise tds.ProtocolError("client sent more after a login-only-encrypted LOGIN7")
         login = parse_login7(payload)
         self.tds_version = negotiate_tds_version(login.tds_version)
+        delay = server.faults.login_delay
+        if delay > 0 and self.closed.wait(delay):
+            return False
         error = server.faults.take_login_refusal(login.user, login.database)
         if error is None and not server._check_credentials(login.user, login.password):
             error = make_error(18456, login.user)

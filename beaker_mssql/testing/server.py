@@ -171,6 +171,19 @@ class SQLServerStandIn:
         for conn in connections:
             conn.close()
 
+    def failover(self, seconds: float, number: int = 40613) -> None:
+        """A failover as Azure SQL or an availability group does it: every connection is dropped (open
+        transactions roll back, committed data stays) and logins are refused with ``number`` (40613
+        "database not currently available" by default; 40197 and 4060 are also seen) for ``seconds`` of
+        stand-in clock time, then accepted again.
+        """
+        now = self.clock.utcnow
+        self.faults.refuse_logins_until(now() + timedelta(seconds=seconds), now, number)
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            conn.close()
+
     def close(self) -> None:
         """stop() and close the engine (which writes ``data_file`` if there is one)."""
         self.stop()
