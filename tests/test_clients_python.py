@@ -44,7 +44,7 @@ def pytds_connector(cafile: str | None = None, **extra: Any) -> Callable[..., An
     """A ``connect`` for ConnectionPool that opens python-tds connections from pymssql's keywords."""
 
     def connect(**kw: Any) -> Any:
-        return pytds.connect(server="localhost" if cafile else kw["server"], port=int(kw["port"]),
+        return pytds.connect(dsn="localhost" if cafile else kw["server"], port=int(kw["port"]),
                              user=kw["user"], password=kw["password"], database=kw["database"],
                              login_timeout=kw["login_timeout"] or 10, timeout=kw["timeout"] or None,
                              appname="pytds-test", autocommit=True, cafile=cafile, **extra)
@@ -115,7 +115,7 @@ def test_pytds_pool_resets_the_session(standin):
     """python-tds's pool calls sp_reset_connection on reuse: the open transaction rolls back."""
     standin.execute("CREATE TABLE reset_probe (n int)")
     try:
-        kw = {"server": standin.host, "port": standin.port, "user": standin.user,
+        kw = {"dsn": standin.host, "port": standin.port, "user": standin.user,
               "password": standin.password, "database": standin.database, "pooling": True,
               "autocommit": False, "login_timeout": 10}
         first = pytds.connect(**kw)
@@ -191,7 +191,7 @@ def test_encryption_required_by_the_client_without_tls_on_the_server(standin, tl
     assert "20002" in str(info.value)
     assert standin.stats()["logins"] == 0
     with pytest.raises(Exception, match="(?i)encrypt"):
-        pytds.connect(server="localhost", port=standin.port, user=standin.user, password=standin.password,
+        pytds.connect(dsn="localhost", port=standin.port, user=standin.user, password=standin.password,
                       database=standin.database, cafile=tls_server.tls_ca_file, login_timeout=10)
 
 
@@ -214,7 +214,7 @@ def test_tls_certificate_can_be_configured(tmp_path):
 
 
 def _pytds(server: Any) -> Any:
-    return pytds.connect(server=server.host, port=server.port, user=server.user, password=server.password,
+    return pytds.connect(dsn=server.host, port=server.port, user=server.user, password=server.password,
                          database=server.database, autocommit=True, login_timeout=10)
 
 
@@ -301,3 +301,27 @@ def test_rpc_typed_parameters_output_and_return_status(standin):
             assert other_cursor.return_value == -1  # held by the first connection: timeout
         cursor.callproc("sp_releaseapplock", ("rpc-lock", "Session"))
         assert cursor.return_value == 0
+
+
+def test_attention_is_seen_inside_tls(tls_server):
+    """python-tds cancels a query that outlives its timeout with an ATTENTION, encrypted like everything
+    else: the stand-in must decrypt what arrived while the query waits on a lock to notice it."""
+    tls_server.execute("CREATE TABLE tls_lock (id int PRIMARY KEY, v int); "
+                       "INSERT INTO tls_lock VALUES (1, 1)")
+    holder = tls_server.connect(autocommit=False)
+    try:
+        holder.cursor().execute("UPDATE tls_lock SET v = 2 WHERE id = 1")  # X lock held, not committed
+        tls_server.reset_stats()
+        with pytds.connect(dsn="localhost", port=tls_server.port, user=tls_server.user,
+                           password=tls_server.password, database=tls_server.database, autocommit=True,
+                           cafile=tls_server.tls_ca_file, timeout=1, login_timeout=10) as conn:
+            cursor = conn.cursor()
+            with pytest.raises(TimeoutError):
+                cursor.execute("SELECT v FROM tls_lock WHERE id = 1")  # waits for the X lock
+            cursor.execute("SELECT 42")  # the ATTENTION was acknowledged: the connection goes on
+            assert cursor.fetchone() == (42,)
+        assert tls_server.stats()["attentions"] == 1
+    finally:
+        holder.rollback()
+        holder.close()
+        tls_server.execute("DROP TABLE tls_lock")
