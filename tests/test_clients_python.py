@@ -325,3 +325,24 @@ def test_attention_is_seen_inside_tls(tls_server):
         holder.rollback()
         holder.close()
         tls_server.execute("DROP TABLE tls_lock")
+
+
+def test_rpc_parameter_declarations_cannot_smuggle_statements(standin):
+    """@params holds declarations only: SQL Server answers anything else with a syntax error, and
+    nothing of it runs (the stand-in builds a DECLARE from it, so this is checked before the engine)."""
+    standin.execute("CREATE TABLE rpc_guard (n int)")
+    try:
+        with _pytds(standin) as conn:
+            cursor = conn.cursor()
+            with pytest.raises(pytds.Error) as info:
+                cursor.callproc("sp_executesql", ("SELECT @a", "@a int; DROP TABLE rpc_guard", 1))
+            assert _number(info.value) == 102
+            with pytest.raises(pytds.Error) as info:
+                cursor.callproc("sp_getapplock", {"@Resource = 'x'; DROP TABLE rpc_guard; --": 1})
+            assert _number(info.value) == 8145
+            with pytest.raises(pytds.Error) as info:
+                cursor.callproc("x]; DROP TABLE rpc_guard; --", ())
+            assert _number(info.value) == 2812
+        assert standin.execute("SELECT COUNT(*) FROM rpc_guard") == [(0,)]
+    finally:
+        standin.execute("DROP TABLE rpc_guard")

@@ -364,6 +364,11 @@ class Declared:
 
 
 _DECL = re.compile(r"^\s*(@[\w@#$]+)\s+(?:AS\s+)?(.+?)(?:\s+(OUTPUT|OUT))?\s*$", re.IGNORECASE | re.DOTALL)
+# A type name as @params may spell it: [schema.]name[(n|max[, n])]. Anything else is not a declaration
+# (and must never reach the engine as more T-SQL after the DECLARE).
+_TYPE = re.compile(r"^(?:\[?\w+\]?\s*\.\s*)?\[?\w+\]?(?:\s*\(\s*(?:\d+|max)\s*(?:,\s*\d+\s*)?\))?$",
+                   re.IGNORECASE)
+_PARAM_NAME = re.compile(r"^@[\w@#$]+$")
 
 
 def parse_declarations(text: str) -> list[Declared]:
@@ -387,8 +392,9 @@ def parse_declarations(text: str) -> list[Declared]:
     out: list[Declared] = []
     for item in items:
         m = _DECL.match(item)
-        if m is None:
-            near = item.strip().split()[0] if item.strip() else ","
+        if m is None or not _TYPE.match(m.group(2).strip()):
+            words = item.strip().split()
+            near = (words[-1] if m is not None else words[0]) if words else ","
             raise SQLError(102, f"Incorrect syntax near '{near}'.", 15, 1)
         out.append(Declared(m.group(1), " ".join(m.group(2).split()), m.group(3) is not None))
     return out
@@ -565,8 +571,9 @@ class RpcRunner:
         def bind(parsed: Batch, ctx: Ctx) -> int:
             from .engine import ast as A
 
-            first = parsed.statements[0]
-            assert isinstance(first, A.Declare) and len(first.items) == len(decls)
+            first = parsed.statements[0] if parsed.statements else None
+            if not isinstance(first, A.Declare) or len(first.items) != len(decls):  # pragma: no cover
+                raise _err(102, "Incorrect syntax near '@params'.", 15)  # _TYPE keeps this from happening
             for i, item in enumerate(first.items):
                 _ordinal, arg = supplied[i]
                 value = arg.value
@@ -607,13 +614,16 @@ class RpcRunner:
         values: list[RpcParam] = []
         for n, p in enumerate(call.params):
             assert p.type is not None
+            if p.name and not _PARAM_NAME.match(p.name):
+                raise _err(8145, f"{p.name} is not a parameter for procedure {call.display}.", 16, 1)
             var = f"@__rpc_{n}"
             value_text = "DEFAULT" if p.default else var
             if not p.default:
                 decls.append(f"{var} {p.type if p.type.kind != 'null' else 'int'}")
                 values.append(p)
             args.append(f"{p.name} = {value_text}" if p.name else value_text)
-        name = "[" + call.display.replace("]", "]]") + "]" if "." not in call.display else call.display
+        name = ".".join("[" + part.strip().strip("[]").replace("]", "]]") + "]"
+                        for part in call.display.split("."))
         batch = f"DECLARE {', '.join(decls)};EXEC @__rpc_return = {name} {', '.join(args)}".rstrip()
         state: dict[str, Any] = {}
 
@@ -621,7 +631,8 @@ class RpcRunner:
             from .engine import ast as A
 
             first = parsed.statements[0]
-            assert isinstance(first, A.Declare)
+            if not isinstance(first, A.Declare):  # pragma: no cover - the DECLARE is ours
+                raise _err(102, f"Incorrect syntax near '{call.display}'.", 15)
             for item, p in zip(first.items[1:], values):
                 ctx.vars[item.var.index] = p.value
             state["ctx"] = ctx
