@@ -287,6 +287,8 @@ def test_rpc_typed_parameters_output_and_return_status(standin):
     when = datetime(2024, 2, 29, 13, 45, 6, 123000)
     with _pytds(standin) as conn:
         cursor = conn.cursor()
+        cursor.callproc("sp_executesql", {"@stmt": "SELECT @a", "@params": "@a int", "@a": 5})
+        assert cursor.fetchone() == (5,)
         cursor.execute("SELECT %s, %s, %s, %s, %s, %s, %s", (7, 2**40, True, 1.5, "ünï", when, None))
         assert cursor.fetchone() == (7, 2**40, True, 1.5, "ünï", when, None)
         out = cursor.callproc("sp_executesql", ("SET @doubled = @n * 2", "@n int, @doubled bigint OUTPUT",

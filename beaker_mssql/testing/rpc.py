@@ -482,9 +482,13 @@ class RpcRunner:
         return int(convert(p.value, p.type, T_INT))
 
     def _text_arg(self, call: RpcCall, index: int, formal: str, required: bool) -> Optional[str]:
-        """@statement / @params: nvarchar/nchar/ntext, by position or name, else 214."""
+        """@statement / @params: nvarchar/nchar/ntext, by position or name, else 214.
+
+        sp_executesql's statement is documented as ``@stmt`` and named ``@statement`` in its 214 message;
+        both names are accepted."""
         params = call.params
-        if index < len(params) and (not params[index].name or params[index].name.lower() == formal.lower()):
+        names = {formal.lower()} | ({"@stmt", "@statement"} if formal in ("@stmt", "@statement") else set())
+        if index < len(params) and (not params[index].name or params[index].name.lower() in names):
             p = params[index]
             if not p.is_unicode_text:
                 raise _err(214, f"Procedure expects parameter '{formal}' of type {_TEXT_TYPES}.", 16, 2)
