@@ -48,11 +48,19 @@ async function run(cmd) {
       const mssql = require('mssql');
       const request = store.databaseConnection.request();
       for (const [name, spec] of Object.entries(cmd.params || {})) {
-        const type = spec.type === 'NVarCharMax' ? mssql.NVarChar(mssql.MAX) : mssql[spec.type];
-        if (spec.output) request.output(name, type, spec.value); else request.input(name, type, spec.value);
+        const type = spec.type.endsWith('Max') ? mssql[spec.type.slice(0, -3)](mssql.MAX) : mssql[spec.type];
+        let { value } = spec;
+        if (spec.date && value !== null) value = new Date(value);
+        if (spec.hex && value !== null) value = Buffer.from(value, 'hex');
+        if (spec.output) request.output(name, type, value); else request.input(name, type, value);
       }
       const result = await request.query(cmd.sql);
-      return { recordset: result.recordset || null, rowsAffected: result.rowsAffected, output: result.output };
+      // Dates as ISO strings, Buffers as hex: JSON-safe and exact
+      const recordset = result.recordset ? result.recordset.map((row) => Object.fromEntries(
+        Object.entries(row).map(([k, v]) => [k, v instanceof Date ? v.toISOString()
+          : Buffer.isBuffer(v) ? { hex: v.toString('hex') } : v]),
+      )) : null;
+      return { recordset, rowsAffected: result.rowsAffected, output: result.output };
     }
     case 'prepared': {
       await store.dbReadyCheck();
