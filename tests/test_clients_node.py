@@ -215,3 +215,14 @@ def test_node_parameter_types(node):
     with pytest.raises(NodeError, match="does not support the data type datetimeoffset"):
         node.call("query", sql="SELECT @d AS d",
                   params={"d": {"type": "DateTimeOffset", "value": "2024-02-29T13:45:06Z", "date": True}})
+
+
+def test_tedious_reset_connection(node, mssql_server):
+    """tedious's Connection.reset() (what connection pools call between users) sets RESETCONNECTION:
+    the transaction is rolled back, options and database are the login's again, and tedious gets its
+    'resetConnection' acknowledgement."""
+    result = node.call("tediousReset", before="SET XACT_ABORT ON; USE master; BEGIN TRANSACTION",
+                       probe="SELECT @@TRANCOUNT, @@OPTIONS & 16384, DB_NAME()")
+    assert result["before"] == [[1, 16384, "master"]]
+    assert result["after"] == [[0, 0, mssql_server.database]]
+    assert result["resets"] == 1

@@ -76,6 +76,31 @@ async function run(cmd) {
       await ps.unprepare();
       return rows;
     }
+    case 'tediousReset': {
+      // tedious's own Connection.reset(): the RESETCONNECTION bit on its next request
+      const { Connection, Request } = require('tedious');
+      const c = setup.config;
+      const conn = new Connection({
+        server: c.server,
+        authentication: { type: 'default', options: { userName: c.user, password: c.password } },
+        options: { ...c.options, port: c.port, database: c.database, connectTimeout: 15000 },
+      });
+      await new Promise((resolve, reject) => conn.connect((err) => (err ? reject(err) : resolve())));
+      const batch = (sql) => new Promise((resolve, reject) => {
+        const rows = [];
+        const request = new Request(sql, (err) => (err ? reject(err) : resolve(rows)));
+        request.on('row', (columns) => rows.push(columns.map((col) => col.value)));
+        conn.execSqlBatch(request);
+      });
+      let resets = 0;
+      conn.on('resetConnection', () => { resets += 1; });
+      await batch(cmd.before);
+      const before = await batch(cmd.probe);
+      await new Promise((resolve, reject) => conn.reset((err) => (err ? reject(err) : resolve())));
+      const after = await batch(cmd.probe);
+      conn.close();
+      return { before, after, resets, inTransaction: conn.inTransaction };
+    }
     case 'close': await store.databaseConnection.close(); return null;
     default: throw new Error(`unknown op ${cmd.op}`);
   }
