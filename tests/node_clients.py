@@ -81,9 +81,12 @@ class NodeStore:
         setup = {"config": node_config(server, encrypt), "options": {"table": table, **options}}
         env = dict(os.environ, NODE_PATH=str(modules), NODE_NO_WARNINGS="1")
         self._proc = subprocess.Popen(
-            ["node", str(NODE_DIR / "store_driver.js"), json.dumps(setup)],
+            ["node", str(NODE_DIR / "store_driver.js")],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(json.dumps(setup) + "\n")  # stdin, not argv: no password in `ps`
+        self._proc.stdin.flush()
         self._answers: queue.Queue[Optional[str]] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

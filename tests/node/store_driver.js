@@ -1,16 +1,22 @@
-// Drives the real connect-mssql-v2 store for the Python tests: one JSON command per stdin line,
-// one JSON answer per stdout line ({"ok": true, "result": ...} or {"ok": false, "error": ...}).
-// Usage: node store_driver.js '<json: {"config": mssql config, "options": store options}>'
+// Drives the real connect-mssql-v2 store for the Python tests. The first stdin line is the setup
+// ({"config": mssql config, "options": store options}; on stdin, not argv, so the password is not in
+// the process list); then one JSON command per line in, one JSON answer per line out
+// ({"ok": true, "result": ...} or {"ok": false, "error": ...}).
 'use strict';
 
 const readline = require('readline');
 const MSSQLStore = require('connect-mssql-v2');
 
-const setup = JSON.parse(process.argv[2]);
-const store = new MSSQLStore(setup.config, setup.options || {});
+let setup = null;
+let store = null;
 let storeErrors = [];
-store.on('sessionError', (error, method) => { storeErrors.push(`${method}: ${error.message}`); });
-store.on('error', (error) => { storeErrors.push(`error: ${error.message}`); });
+
+function start(line) {
+  setup = JSON.parse(line);
+  store = new MSSQLStore(setup.config, setup.options || {});
+  store.on('sessionError', (error, method) => { storeErrors.push(`${method}: ${error.message}`); });
+  store.on('error', (error) => { storeErrors.push(`error: ${error.message}`); });
+}
 
 function call(method, ...args) {
   return new Promise((resolve, reject) => {
@@ -109,6 +115,10 @@ async function run(cmd) {
 const rl = readline.createInterface({ input: process.stdin });
 let chain = Promise.resolve();
 rl.on('line', (line) => {
+  if (store === null) {
+    start(line);
+    return;
+  }
   chain = chain.then(async () => {
     let answer;
     try {
@@ -120,4 +130,6 @@ rl.on('line', (line) => {
     process.stdout.write(`${JSON.stringify(answer)}\n`);
   });
 });
-rl.on('close', () => { chain.then(() => store.databaseConnection.close()).finally(() => process.exit(0)); });
+rl.on('close', () => {
+  chain.then(() => store && store.databaseConnection.close()).finally(() => process.exit(0));
+});
