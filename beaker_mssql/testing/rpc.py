@@ -10,6 +10,10 @@ refused exactly where a batch is; only the parameter checks below are RPC's own.
 Any other procedure name (``sp_getapplock``, ``sp_releaseapplock``, unknown ones) becomes
 ``EXEC @ret = proc @arg, @name = @arg ...`` on the same path, so its argument rules and errors
 (8144, 8145, 2812, ...) are the batch path's.
+
+The parameter errors raised here (201, 206, 214, 119, 8114, 8144, 8145, 8162, 8178, 8179) carry SQL
+Server's numbers, severities and message templates as sys.messages lists them
+(https://learn.microsoft.com/sql/relational-databases/errors-events/database-engine-events-and-errors).
 """
 
 from __future__ import annotations
