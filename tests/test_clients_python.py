@@ -266,6 +266,7 @@ RPC_PARAMETER_ERRORS = [
     ("sp_releaseapplock", {"@Resource": "never-taken", "@LockOwner": "Session"}, 1223),
     ("no_such_procedure", (), 2812),
     ("sp_execute", (12345,), 8179),
+    ("sp_prepare", (), 201),
     ("sp_cursoropen", (), 2812),
 ]
 
