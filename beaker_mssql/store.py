@@ -662,7 +662,7 @@ class MSSQLStore:
                 self.events.emit("error", exc, method)
                 if not sent:  # the login failed: nothing reached the server
                     transient = login_is_transient(error_message(exc), self.pool.ever_connected)
-                    retry = pinned is None and transient
+                    retry = pinned is None and transient and settings.retries > 0  # 0: fail fast
                     outcome = Outcome.AMBIGUOUS
                     logins += 1
                     tries = logins
