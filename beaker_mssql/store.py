@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional, TypeVar
 import pymssql
 
 from beaker_mssql.config import CONTROL_CHARS, Settings, parse_settings
+from beaker_mssql.diagnostics import login_failure_message, mask_url
 from beaker_mssql.errors import (
     ConnectionFailedError,
     DatabaseError,
@@ -489,10 +490,7 @@ class MSSQLStore:
         """A pymssql exception -> our error with a message that says what happened (no password)."""
         number = error_number(exc)
         message = error_message(exc)
-        password = self.settings.connection.password
-        if password:
-            message = message.replace(password, "***")
-        message = " ".join(message.split())
+        message = " ".join(mask_url(message).split())
         where = self.settings.connection.describe()
         table = self.settings.table.quoted
         if number == 208 and not login:
@@ -501,7 +499,13 @@ class MSSQLStore:
                 f"`beaker-mssql create-table --url mssql://...` (with --table {table}), set the option "
                 "create_table = true, or run sql/create_sessions.sql."
             )
-        if login or is_broken(exc) or number in _LOGIN_FAILED or isinstance(exc, pymssql.InterfaceError):
+        if login:
+            conn = self.settings.connection
+            text = login_failure_message(
+                method, conn.server, conn.port, conn.user, conn.database, number, error_message(exc)
+            )
+            return ConnectionFailedError(text, number, method)
+        if is_broken(exc) or number in _LOGIN_FAILED or isinstance(exc, pymssql.InterfaceError):
             return ConnectionFailedError(
                 f"{method}: connection to {where} failed (error {number}): {message}", number, method
             )

@@ -227,7 +227,8 @@ def test_sweep_deletes_only_expired_rows(capsys, mssql_server, mssql_url, mssql_
     insert_rows(mssql_server, mssql_table, live=2, expired=5)
     code, out, err = run(capsys, "sweep", "--url", mssql_url, "--table", mssql_table, "--batch-size", "2")
     assert code == 0, err
-    assert f"deleted 5 expired row(s) from {mssql_table} in " in out
+    assert f"deleted 5 expired row(s) from {mssql_table} on " in out
+    assert f"(database {mssql_server.database}) in " in out  # the database DB_NAME() reported
     assert sids(mssql_server, mssql_table) == ["live0", "live1"]
     code, out, _ = run(capsys, "sweep", "--url", mssql_url, "--table", mssql_table, "--quiet")
     assert code == 0 and out == ""
