@@ -31,6 +31,17 @@ _URL_START = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _DBLIB_MARKER = re.compile(r"DB-Lib error message \d+, severity \d+:")
 _NETLIB = re.compile(r"Net-Lib error during ([^\r\n]+)")
 _LOGIN_REFUSED = frozenset({18456, 18452, 18470, 18486, 18487, 18488})
+# FreeTDS's words for "nothing usable answered at that address" (refused, unknown host, timeout).
+_NETWORK_MARKERS = (
+    "connection refused",
+    "unable to connect",
+    "unavailable or does not exist",
+    "timed out",
+    "no route to host",
+    "name or service not known",
+)
+# DB-Lib 20018's text: the server sent a message that the driver did not pass on.
+_GENERIC_SERVER_ERROR = "general sql server error: check messages from the sql server"
 _DATABASE_REFUSED = frozenset({4060})
 
 PERCENT_ENCODING_HINT = (
@@ -86,6 +97,8 @@ def server_reason(driver_text: str) -> str:
         return " ".join(netlib.group(1).split())
     for part in parts[1:]:
         first = part.strip().splitlines()[0].strip() if part.strip() else ""
+        if first.lower() == _GENERIC_SERVER_ERROR:
+            return "the server refused the login (the driver passed on no reason)"
         if first:
             return first
     return " ".join(text.split())
@@ -113,17 +126,24 @@ def login_failure_message(
     who = f" as {user}" if user else ""
     db = f"database {database}" if database else "the login's default database"
     reason = server_reason(driver_text) or "no answer"
-    code = "" if number is None else f" (error {number})"
     lowered = reason.lower()
-    if number in _DATABASE_REFUSED or "cannot open database" in lowered:
-        hint = "check the database name and that this login may use it"
-    elif number in _LOGIN_REFUSED or "login failed" in lowered:
-        hint = f"check the user name and password; {PERCENT_ENCODING_HINT}"
-    else:
+    # pymssql keeps the most severe login error number of the process, so the number can be stale:
+    # the text decides, and a server number is not shown beside a network failure.
+    unreachable = any(marker in driver_text.lower() for marker in _NETWORK_MARKERS)
+    network = unreachable and "login failed" not in lowered
+    shown_number = number if not (network and number is not None and number < 20000) else None
+    code = "" if shown_number is None else f" (error {shown_number})"
+    if network:
         hint = (
             f"is SQL Server running on {where} and accepting TCP connections? "
-            f"(no port given means {DEFAULT_PORT}); then check the user and password"
+            f"(no port given means {DEFAULT_PORT})"
         )
+    elif "cannot open database" in lowered or (number in _DATABASE_REFUSED and "login failed" not in lowered):
+        hint = "check the database name and that this login may use it"
+    elif number in _LOGIN_REFUSED or "login failed" in lowered or "refused the login" in lowered:
+        hint = f"check the user name, the password and the database name; {PERCENT_ENCODING_HINT}"
+    else:
+        hint = f"check that SQL Server runs on {where}, then the user name and password"
     return f"{method}: cannot log in to {where}{who}, {db}: {reason.rstrip('.')}{code}. Hint: {hint}."
 
 

@@ -3,7 +3,7 @@
     python examples/bottle_app.py        # a stand-in SQL Server, started here (data in var/)
     BEAKER_MSSQL_URL='mssql://user:password@host:1433/db' python examples/bottle_app.py   # your server
 
-then ``curl -c jar -b jar http://127.0.0.1:8080/`` (JSON) and ``curl -c jar -b jar -d username=ann
+(``PORT=8081`` for another port) then ``curl -c jar -b jar http://127.0.0.1:8080/`` (JSON) and ``curl -c jar -b jar -d username=ann
 http://127.0.0.1:8080/login``. Run this way the example passes ``create_table=True``; in your own
 app create the table once (``beaker-mssql create-table``) or the first request raises
 ``beaker_mssql.TableMissingError`` naming the table.
@@ -83,10 +83,11 @@ def make_app(url: str | None = None, table: str = "[dbo].[sessions]", **options:
 if __name__ == "__main__":
     from beaker_mssql.diagnostics import mask_url
 
+    port = int(os.environ.get("PORT", "8080"))
     db_url, standin, source = database_url("bottle_app")
-    print(f"database: {mask_url(db_url)} ({source})")
+    print(f"database: {mask_url(db_url)} ({source})", flush=True)
     try:
-        bottle.run(make_app(db_url, create_table=True), host="127.0.0.1", port=8080)
+        bottle.run(make_app(db_url, create_table=True), host="127.0.0.1", port=port)
     finally:
         if standin is not None:
             standin.close()

@@ -3,7 +3,7 @@
     python examples/wsgi_app.py          # a stand-in SQL Server, started here (data in var/)
     BEAKER_MSSQL_URL='mssql://user:password@host:1433/db' python examples/wsgi_app.py   # your server
 
-then open http://127.0.0.1:8080/ and reload: the counter lives in SQL Server, so it survives a
+then open http://127.0.0.1:8080/ (``PORT=8081`` for another port) and reload: the counter lives in SQL Server, so it survives a
 restart of this process (and is shared by every process pointing at the same table).
 
 The table must exist. Run this way, the example passes ``create_table=True`` (idempotent DDL at the
@@ -57,11 +57,12 @@ if __name__ == "__main__":
 
     from beaker_mssql.diagnostics import mask_url
 
+    port = int(os.environ.get("PORT", "8080"))
     db_url, standin, source = database_url("wsgi_app")
     try:
-        with make_server("127.0.0.1", 8080, make_app(db_url, create_table=True)) as httpd:
-            print(f"database: {mask_url(db_url)} ({source})")
-            print("serving on http://127.0.0.1:8080 (Ctrl-C to stop)")
+        with make_server("127.0.0.1", port, make_app(db_url, create_table=True)) as httpd:
+            print(f"database: {mask_url(db_url)} ({source})", flush=True)
+            print(f"serving on http://127.0.0.1:{port} (Ctrl-C to stop)", flush=True)
             httpd.serve_forever()
     except KeyboardInterrupt:
         pass
