@@ -3,10 +3,10 @@
     python examples/bottle_app.py        # a stand-in SQL Server, started here (data in var/)
     BEAKER_MSSQL_URL='mssql://user:password@host:1433/db' python examples/bottle_app.py   # your server
 
-(``PORT=8081`` for another port) then ``curl -c jar -b jar http://127.0.0.1:8080/`` (JSON) and ``curl -c jar -b jar -d username=ann
-http://127.0.0.1:8080/login``. Run this way the example passes ``create_table=True``; in your own
-app create the table once (``beaker-mssql create-table``) or the first request raises
-``beaker_mssql.TableMissingError`` naming the table.
+(``PORT=8081`` for another port) then ``curl -c jar -b jar http://127.0.0.1:8080/`` (JSON) and
+``curl -c jar -b jar -d username=ann http://127.0.0.1:8080/login``. Run this way the example
+passes ``create_table=True``; in your own app create the table once (``beaker-mssql create-table``)
+or the first request raises ``beaker_mssql.TableMissingError`` naming the table.
 """
 
 from __future__ import annotations

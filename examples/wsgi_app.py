@@ -3,8 +3,9 @@
     python examples/wsgi_app.py          # a stand-in SQL Server, started here (data in var/)
     BEAKER_MSSQL_URL='mssql://user:password@host:1433/db' python examples/wsgi_app.py   # your server
 
-then open http://127.0.0.1:8080/ (``PORT=8081`` for another port) and reload: the counter lives in SQL Server, so it survives a
-restart of this process (and is shared by every process pointing at the same table).
+then open http://127.0.0.1:8080/ (``PORT=8081`` for another port) and reload: the counter lives in
+SQL Server, so it survives a restart of this process (and is shared by every process pointing at the
+same table).
 
 The table must exist. Run this way, the example passes ``create_table=True`` (idempotent DDL at the
 first request; the login needs db_ddladmin). In your own app, either do the same or create the
