@@ -98,3 +98,13 @@ def _server_password_never_leaks(
     for text in handler.texts + messages:
         for secret in {password, quote(password, safe="")}:
             assert secret not in text, f"the server password leaked into: {text[:300]!r}"
+
+
+@pytest.fixture(autouse=True)
+def _close_shared_stores() -> Iterator[None]:
+    """Close the process-wide stores and pools Beaker's namespace managers created during a test, so
+    no connection of one test is still open (or counted by the stand-in) in the next."""
+    yield
+    from beaker_mssql.namespace import close_all
+
+    close_all()
