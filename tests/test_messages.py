@@ -155,9 +155,13 @@ def test_cli_wrong_password_one_line_and_verbose_keeps_the_driver_text(mssql_ser
     assert wrong not in err
 
 
-def test_cli_nothing_listening_names_host_port_and_asks_if_the_server_runs(capsys):
+def test_cli_nothing_listening_names_host_port_and_asks_if_the_server_runs(capsys, tmp_path):
     port = closed_port()
-    code, _, err = run(capsys, "stats", "--url", f"mssql://sa:pw-{port}@127.0.0.1:{port}/test")
+    ini = tmp_path / "app.ini"  # a short retry budget: logins to a closed port are retried within it
+    ini.write_text(
+        f"[app:main]\nsession.url = mssql://sa:pw@127.0.0.1:{port}/test\nsession.retry_budget = 0.2\n"
+    )
+    code, _, err = run(capsys, "stats", "--ini", str(ini))
     assert code == 1
     assert f"cannot log in to 127.0.0.1:{port} as sa" in err
     assert f"is SQL Server running on 127.0.0.1:{port}" in err

@@ -90,7 +90,15 @@ def cli_outputs(server: SQLServerStandIn, tmp_path: Path, capsys: Any) -> list[t
     )
     ini_unknown = tmp_path / "unknown.ini"
     ini_unknown.write_text(
-        f"[app:main]\nsession.type = ext:mssql\nsession.url = {u['closed']}\nsession.tll = 60\n",
+        f"[app:main]\nsession.type = ext:mssql\nsession.url = {u['good'].replace('%', '%%')}\n"
+        "session.table = no_such_table\nsession.tll = 60\n",
+        encoding="utf-8",
+    )
+    # Nothing listening: a short retry budget (logins to a closed port are retried within it).
+    ini_closed = tmp_path / "closed.ini"
+    ini_closed.write_text(
+        f"[app:main]\nsession.type = ext:mssql\nsession.url = {u['closed'].replace('%', '%%')}\n"
+        "session.retry_budget = 0.2\n",
         encoding="utf-8",
     )
     with socket.socket() as busy:
@@ -105,8 +113,8 @@ def cli_outputs(server: SQLServerStandIn, tmp_path: Path, capsys: Any) -> list[t
             ("unknown password option", ["check", "--url", u["good"], "--pasword", server.password]),
             ("unknown option with =", ["check", f"--pasword={server.password}"]),
             ("unencoded url", ["check", "--url", u["raw"]]),
-            ("nothing listening", ["check", "--url", u["closed"]]),
-            ("nothing listening, verbose", ["stats", "--url", u["closed"], "--verbose"]),
+            ("nothing listening", ["check", "--ini", f"{ini_closed}#main"]),
+            ("nothing listening, verbose", ["stats", "--ini", f"{ini_closed}#main", "--verbose"]),
             ("wrong user", ["check", "--url", u["wrong_user"]]),
             ("wrong user, verbose", ["check", "--url", u["wrong_user"], "-v"]),
             ("missing table", ["check", "--url", u["good"], "--table", "sesions"]),
@@ -164,7 +172,7 @@ def run_library_scenarios(server: SQLServerStandIn) -> list[str]:
 
     def store_call(url: str, **options: Any) -> Callable[[], Any]:
         def call() -> Any:
-            with MSSQLStore(url=url, login_timeout=2, retries=0, **options) as store:
+            with MSSQLStore(url=url, login_timeout=2, retries=0, retry_budget=0.2, **options) as store:
                 texts.append(repr(store) + repr(store.settings) + str(store.settings.connection))
                 return store.get("abc")
 
@@ -183,7 +191,10 @@ def run_library_scenarios(server: SQLServerStandIn) -> list[str]:
             {"session.type": "ext:mssql", "session.url": u["good"], "session.ttl": "1h"}
         ),
     )
-    settings = dict(pyramid_app.load_settings(), **{"session.url": u["closed"], "cache.url": u["closed"]})
+    settings = dict(
+        pyramid_app.load_settings(),
+        **{"session.url": u["closed"], "cache.url": u["closed"], "session.retry_budget": "0.2"},
+    )
     attempt("pyramid start-up", lambda: pyramid_app.main({}, **settings))
     return texts
 
