@@ -375,3 +375,28 @@ def test_examples_run_with_one_command_on_a_stand_in(example, tmp_path):
     finally:
         proc.kill()
         proc.wait(timeout=30)
+
+
+def test_pserve_with_a_wrong_password_ends_in_one_configuration_error_line(tmp_path, mssql_server):
+    """The real `pserve`: start-up fails, and the last line is one ConfigurationError naming the ini keys."""
+    pserve = Path(sys.executable).parent / "pserve"
+    if not pserve.exists():
+        pytest.skip("pserve (pyramid) is not installed in this environment")
+    import pyramid_app
+
+    wrong = "Wr0ng-" + uuid.uuid4().hex
+    text = Path(pyramid_app.DEFAULT_INI).read_text(encoding="utf-8")
+    text = text.replace("mssql://sa:Dev-Only-Passw0rd@127.0.0.1:14330/test", url_with(mssql_server, wrong))
+    text = text.replace("listen = 127.0.0.1:6543", f"listen = 127.0.0.1:{free_port()}")
+    ini = tmp_path / "development.ini"
+    ini.write_text(text, encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "examples"))
+    proc = subprocess.run([str(pserve), str(ini)], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("beaker_mssql.errors.ConfigurationError: session.create_table = true"), last
+    assert "check session.url and session.table" in last
+    assert f"cannot log in to {mssql_server.host}:{mssql_server.port} as {mssql_server.user}" in last
+    assert "Login failed" in last  # a fresh process: pymssql passes the server's reason on
+    assert "ConfigurationExecutionError" not in proc.stderr and "Line 0 of file None" not in proc.stderr
+    assert wrong not in proc.stdout + proc.stderr
