@@ -144,7 +144,7 @@ def login_failure_message(
         hint = f"check the user name, the password and the database name; {PERCENT_ENCODING_HINT}"
     else:
         hint = f"check that SQL Server runs on {where}, then the user name and password"
-    return f"{method}: cannot log in to {where}{who}, {db}: {reason.rstrip('.')}{code}. Hint: {hint}."
+    return f"{method}: login to {where}{who} ({db}) failed: {reason.rstrip('.')}{code}. Hint: {hint}."
 
 
 def closest(name: str, candidates: Iterable[str]) -> Optional[str]:

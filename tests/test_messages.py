@@ -92,7 +92,7 @@ def test_mask_url_is_structural(text, expected):
 
 def test_login_failure_message_is_one_short_line_with_reason_once_and_a_hint():
     text = login_failure_message("get", "127.0.0.1", 14330, "sa", "test", 18456, WRONG_PASSWORD_TEXT)
-    assert text.startswith("get: cannot log in to 127.0.0.1:14330 as sa, database test: ")
+    assert text.startswith("get: login to 127.0.0.1:14330 as sa (database test) failed: ")
     assert text.count("Login failed for user 'sa'") == 1
     assert "DB-Lib" not in text and "\n" not in text
     assert "(error 18456)" in text
@@ -102,7 +102,7 @@ def test_login_failure_message_is_one_short_line_with_reason_once_and_a_hint():
 
 def test_login_failure_without_a_port_names_1433_and_asks_whether_the_server_runs():
     text = login_failure_message("get", "db.example", None, "sa", "", 20009, REFUSED_TEXT)
-    assert "cannot log in to db.example:1433 as sa, the login's default database" in text
+    assert "login to db.example:1433 as sa (the login's default database) failed" in text
     assert text.count("Connection refused (111)") == 1
     assert "is SQL Server running on db.example:1433" in text
     assert server_reason(REFUSED_TEXT) == "Connection refused (111)"
@@ -133,7 +133,7 @@ def test_store_wrong_password_is_one_line_and_the_driver_text_stays_on_the_cause
         with pytest.raises(ConnectionFailedError) as info:
             store.get("abc")
     text = str(info.value)
-    assert f"cannot log in to {mssql_server.host}:{mssql_server.port} as {mssql_server.user}" in text
+    assert f"login to {mssql_server.host}:{mssql_server.port} as {mssql_server.user}" in text
     assert "Hint:" in text and "DB-Lib" not in text
     assert "DB-Lib" in str(info.value.__cause__) or "Login failed" in str(info.value.__cause__)
 
@@ -146,7 +146,7 @@ def test_cli_wrong_password_one_line_and_verbose_keeps_the_driver_text(mssql_ser
     assert code == 1
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
-    assert f"cannot log in to {mssql_server.host}:{mssql_server.port}" in lines[0]
+    assert f"login to {mssql_server.host}:{mssql_server.port}" in lines[0]
     assert "Login failed" in lines[0] and "Hint:" in lines[0] and "DB-Lib" not in lines[0]
     assert wrong not in err
     proc = cli("check", "--url", url, "--verbose")
@@ -163,7 +163,7 @@ def test_cli_nothing_listening_names_host_port_and_asks_if_the_server_runs(capsy
     )
     code, _, err = run(capsys, "stats", "--ini", str(ini))
     assert code == 1
-    assert f"cannot log in to 127.0.0.1:{port} as sa" in err
+    assert f"login to 127.0.0.1:{port} as sa" in err
     assert f"is SQL Server running on 127.0.0.1:{port}" in err
     assert err.count("Connection refused") <= 1
 
@@ -300,7 +300,7 @@ def test_pyramid_startup_login_failure_is_one_configuration_error_naming_the_key
     assert "\n" not in text and wrong not in text
     assert text.startswith("session.create_table = true, but creating [dbo].[sessions] at startup failed")
     assert "check session.url and session.table" in text
-    assert f"cannot log in to {mssql_server.host}:{mssql_server.port}" in text
+    assert f"login to {mssql_server.host}:{mssql_server.port}" in text
     # In-process, pymssql passes the server's reason on for the first failed login only (see README).
     assert "Login failed" in text or "refused the login" in text
     assert info.value.__cause__ is None and info.value.__suppress_context__
@@ -396,7 +396,7 @@ def test_pserve_with_a_wrong_password_ends_in_one_configuration_error_line(tmp_p
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("beaker_mssql.errors.ConfigurationError: session.create_table = true"), last
     assert "check session.url and session.table" in last
-    assert f"cannot log in to {mssql_server.host}:{mssql_server.port} as {mssql_server.user}" in last
+    assert f"login to {mssql_server.host}:{mssql_server.port} as {mssql_server.user}" in last
     assert "Login failed" in last  # a fresh process: pymssql passes the server's reason on
     assert "ConfigurationExecutionError" not in proc.stderr and "Line 0 of file None" not in proc.stderr
     assert wrong not in proc.stdout + proc.stderr

@@ -147,7 +147,7 @@ def test_every_cli_error_path(server, tmp_path, capsys, caplog):
     by_name = {what: text for what, _, text in results}
     # Not mangled: the words a short password would have been cut out of are intact.
     assert "does not exist" in by_name["missing table"]
-    assert "cannot log in to 127.0.0.1:" in by_name["nothing listening"]
+    assert "login to 127.0.0.1:" in by_name["nothing listening"]
     assert "error" in by_name["misspelt --url"] and "did you mean --url?" in by_name["misspelt --url"]
     assert "(value hidden)" in by_name["unknown password option"]
     assert "did you mean 'session.ttl'?" in by_name["ini unknown key"] or any(
@@ -209,5 +209,5 @@ def test_every_exception_message_and_log_record(server, caplog):
     for record in caplog.records:
         check_text(caplog.handler.format(record), server.password, f"log record {record.name}")
     joined = "\n".join(texts)
-    assert "cannot log in to 127.0.0.1:" in joined and "Hint:" in joined  # not mangled
+    assert "login to 127.0.0.1:" in joined and "Hint:" in joined  # not mangled
     assert "does not exist" in joined
