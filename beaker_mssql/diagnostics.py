@@ -43,6 +43,9 @@ _NETWORK_MARKERS = (
 # DB-Lib 20018's text: the server sent a message that the driver did not pass on.
 _GENERIC_SERVER_ERROR = "general sql server error: check messages from the sql server"
 _DATABASE_REFUSED = frozenset({4060})
+# The server says "not now" (Azure SQL failover, scaling, throttling): per Microsoft's list of transient
+# errors, https://learn.microsoft.com/azure/azure-sql/database/troubleshoot-common-errors-issues
+_TEMPORARY = frozenset({40613, 40197, 40501, 49918, 49919, 49920, 10928, 10929, 4221})
 
 PERCENT_ENCODING_HINT = (
     "percent-encode special characters in a URL password: @ %40, # %23, % %25, / %2F, : %3A"
@@ -137,6 +140,11 @@ def login_failure_message(
         hint = (
             f"is SQL Server running on {where} and accepting TCP connections? "
             f"(no port given means {DEFAULT_PORT})"
+        )
+    elif number in _TEMPORARY or "not currently available" in lowered or "retry" in lowered:
+        hint = (
+            "the server says this is temporary (a failover, scaling or throttling): try again, or allow "
+            "more time with retry_budget"
         )
     elif "cannot open database" in lowered or (number in _DATABASE_REFUSED and "login failed" not in lowered):
         hint = "check the database name and that this login may use it"

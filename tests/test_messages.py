@@ -108,6 +108,18 @@ def test_login_failure_without_a_port_names_1433_and_asks_whether_the_server_run
     assert server_reason(REFUSED_TEXT) == "Connection refused (111)"
 
 
+def test_a_temporary_refusal_says_so():
+    text = login_failure_message(
+        "get", "db.example", 1433, "sa", "app", 40613,
+        "Database 'app' on server 'db' is not currently available. Please retry the connection later."
+        "DB-Lib error message 20018, severity 17:\n"
+        "General SQL Server error: Check messages from the SQL Server\n",
+    )
+    assert "failed: Database 'app' on server 'db' is not currently available" in text
+    assert "(error 40613)" in text and "temporary" in text and "retry_budget" in text
+    assert "password" not in text.split("Hint:")[1]  # not sent off to check a password that is fine
+
+
 def test_named_instance_without_port_says_sql_browser():
     text = login_failure_message("get", "db\\SQLEXPRESS", None, "sa", "app", 20009, REFUSED_TEXT)
     assert "db\\SQLEXPRESS (port from SQL Browser, UDP 1434)" in text
