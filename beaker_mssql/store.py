@@ -30,6 +30,7 @@ from typing import Any, Callable, Optional, TypeVar
 import pymssql
 
 from beaker_mssql.config import CONTROL_CHARS, Settings, parse_settings
+from beaker_mssql.diagnostics import login_failure_message, mask_url
 from beaker_mssql.errors import (
     ConnectionFailedError,
     DatabaseError,
@@ -707,10 +708,7 @@ class MSSQLStore:
         message = error_message(exc)
         if login:
             number = login_error_number(number, message)
-        password = self.settings.connection.password
-        if password:
-            message = message.replace(password, "***")
-        message = " ".join(message.split())
+        message = " ".join(mask_url(message).split())
         if number in _DBLIB_TEXT and (not message or message == str(number)):
             message = _DBLIB_TEXT[number]
         where = self.settings.connection.describe()
@@ -721,7 +719,15 @@ class MSSQLStore:
                 f"`beaker-mssql create-table --url mssql://...` (with --table {table}), set the option "
                 "create_table = true, or run sql/create_sessions.sql."
             )
-        if login or is_broken(exc) or number in _LOGIN_FAILED or isinstance(exc, pymssql.InterfaceError):
+        if login:
+            conn = self.settings.connection
+            raw = error_message(exc)
+            text = login_failure_message(
+                method, conn.server, conn.port, conn.user, conn.database, number,
+                raw if raw.strip() and raw.strip() != str(number) else message,
+            )
+            return ConnectionFailedError(text, number, method)
+        if is_broken(exc) or number in _LOGIN_FAILED or isinstance(exc, pymssql.InterfaceError):
             return ConnectionFailedError(
                 f"{method}: connection to {where} failed (error {number}): {message}", number, method
             )
