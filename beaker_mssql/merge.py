@@ -135,9 +135,12 @@ def same_but_access_time(a: dict[str, Any], b: dict[str, Any]) -> bool:
     if a.keys() != b.keys():
         return False
     try:
-        return all(a[k] == b[k] for k in a if k != ACCESS_KEY)
+        for key, value in a.items():  # a plain loop: no generator frame per key
+            if key != ACCESS_KEY and not value == b[key]:
+                return False
     except Exception:  # a value whose == raises: treat as changed
         return False
+    return True
 
 
 def _changed(base: dict[str, Any], mine: dict[str, Any]) -> set[str]:
