@@ -471,11 +471,12 @@ def render(result: dict[str, Any], large: list[dict[str, Any]], rounds: int, req
         "",
         "The *memory* and *raw driver* columns are the two halves each measured in a loop of its own, "
         "and *ratio vs apart* compares with their sum. That sum is lower than the floor: a raw loop "
-        "sends statement after statement with its code and data hot in the processor's caches, while "
-        "in a request (ext:mssql's, or the floor's) the reply wakes the stand-in process, which on "
-        "these 2 busy cores often runs on the client's core and pre-empts it (one involuntary context "
-        "switch per request, measured with getrusage), and Beaker's work between statements evicts "
-        "the driver's. Both figures are shown; the floor is the like-for-like one.",
+        "sends statement after statement with pymssql's and FreeTDS's code and data hot in the "
+        "processor's caches, while in a request (ext:mssql's, or the floor's) Beaker's work runs "
+        "between the statements and the client sleeps mid-request waiting for each reply, so each half "
+        "finds the caches full of the other's. The gap stays when the stand-in is pinned to the other "
+        "core (tried with sched_setaffinity), so it is not the stand-in pre-empting the client. Both "
+        "figures are shown; the floor is the like-for-like one.",
         "",
         "| serializer | request | sent | memory | raw driver | floor | ext:mssql | **ratio** "
         "| per-round ratios | ratio vs apart |",
