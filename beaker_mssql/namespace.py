@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import atexit
 import datetime
+import decimal
 import fractions
 import hashlib
 import math
@@ -41,7 +42,7 @@ import uuid
 import warnings
 from collections.abc import Hashable, Mapping
 from types import FrameType
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from beaker.container import NamespaceManager, Value
 from beaker.session import Session
@@ -208,7 +209,7 @@ def _typed(value: object) -> str:
         return "v" + value.hex
     if isinstance(value, complex) and value.imag == 0:
         value = value.real
-    if isinstance(value, numbers.Real):
+    if isinstance(value, (numbers.Real, decimal.Decimal)):  # Decimal is not registered as Real
         return _typed_number(value)
     raise InvalidCacheKey(
         f"cache key {value!r} of type {type(value).__name__} cannot be stored: use str, bytes, int, float, "
@@ -216,11 +217,11 @@ def _typed(value: object) -> str:
     )
 
 
-def _typed_number(value: numbers.Real) -> str:
+def _typed_number(value: Union[numbers.Real, decimal.Decimal]) -> str:
     if isinstance(value, numbers.Integral):
         return "i" + str(int(value))
     try:
-        exact = fractions.Fraction(value)  # type: ignore[call-overload]
+        exact = fractions.Fraction(value)  # type: ignore[arg-type]
     except TypeError:  # a Real that Fraction does not take (e.g. numpy.float32): through float
         exact = fractions.Fraction(float(value))
     except (ValueError, OverflowError):  # NaN or infinity
