@@ -47,6 +47,13 @@ def make_error(number: int, context: str = "?", message: Optional[str] = None) -
 
 
 @dataclass
+class _ReplyCut:
+    pattern: Optional[re.Pattern[str]]
+    ran: threading.Event
+    hold: Optional[threading.Event]
+
+
+@dataclass
 class _ErrorRule:
     number: int
     remaining: Optional[int]  # None: every time
@@ -63,6 +70,7 @@ class Faults:
         self._refuse_number = 18456
         self._drop_remaining = 0
         self._errors: list[_ErrorRule] = []
+        self._cuts: list[_ReplyCut] = []
         self._latency = 0.0
 
     # -- the switches -------------------------------------------------------------------------------
@@ -99,6 +107,30 @@ class Faults:
         with self._lock:
             self._errors.append(rule)
 
+    def cut_reply(self, pattern: Optional[str] = None,
+                  hold: Optional[threading.Event] = None) -> threading.Event:
+        """Run the next request matching regex ``pattern`` (any if None) to its end, committed, and then
+        close the connection instead of answering: the client cannot tell whether it took effect.
+
+        With ``hold``, the reply is held until ``hold`` is set (a stalled reply: meanwhile other clients
+        can act on the committed result), then the connection is closed. Returns an event that is set
+        once the request has run, so a test can wait on it instead of sleeping.
+        """
+        rule = _ReplyCut(re.compile(pattern, re.IGNORECASE | re.DOTALL) if pattern else None,
+                         threading.Event(), hold)
+        with self._lock:
+            self._cuts.append(rule)
+        return rule.ran
+
+    def take_reply_cut(self, sql_text: str) -> Optional[tuple[threading.Event, Optional[threading.Event]]]:
+        """(ran, hold) of the first cut rule matching this request (consumed), or None."""
+        with self._lock:
+            for rule in self._cuts:
+                if rule.pattern is None or rule.pattern.search(sql_text):
+                    self._cuts.remove(rule)
+                    return rule.ran, rule.hold
+        return None
+
     def latency(self, seconds: float) -> None:
         """Delay every request by ``seconds`` before it runs (0 turns it off)."""
         with self._lock:
@@ -111,6 +143,7 @@ class Faults:
             self._refuse_number = 18456
             self._drop_remaining = 0
             self._errors.clear()
+            self._cuts.clear()
             self._latency = 0.0
 
     # -- what the server asks -----------------------------------------------------------------------
@@ -156,4 +189,5 @@ class Faults:
     @property
     def active(self) -> bool:
         """Whether any switch is on (cheap check for the hot path)."""
-        return bool(self._refuse_remaining != 0 or self._drop_remaining or self._errors or self._latency)
+        return bool(self._refuse_remaining != 0 or self._drop_remaining or self._errors or self._latency
+                    or self._cuts)

@@ -332,6 +332,16 @@ class _Connection:
             log.exception("connection %d: engine failure on %r", self.number, sql[:200])
             events = [Message(50000, 16, 1, f"Stand-in engine failure: {type(exc).__name__}: {exc}"),
                       Done(error=True)]
+        if faults.active:
+            cut = faults.take_reply_cut(sql)
+            if cut is not None:
+                ran, hold = cut
+                ran.set()
+                if hold is not None:
+                    while not hold.wait(0.05) and not self.closed.is_set():
+                        pass
+                log.info("connection %d: request ran; closing without a reply (fault)", self.number)
+                return False
         self._send(tds.encode_events(events, SERVER_NAME))
         return True
 
