@@ -312,6 +312,18 @@ def _coerce_encrypt(value: object) -> Optional[str]:
         ) from None
 
 
+# Azure SQL Database and Managed Instance host names (public and sovereign clouds): they require TLS.
+AZURE_SQL_HOSTS = (".database.windows.net", ".database.usgovcloudapi.net", ".database.chinacloudapi.cn",
+                   ".database.cloudapi.de")
+
+
+def _default_encrypt(server: str, encrypt: Optional[str]) -> Optional[str]:
+    """``require`` for an Azure SQL host unless ``encrypt`` was given; the driver's default otherwise."""
+    if encrypt is None and server.split("\\", 1)[0].rstrip(".").lower().endswith(AZURE_SQL_HOSTS):
+        return "require"
+    return encrypt
+
+
 @dataclasses.dataclass(frozen=True)
 class ConnectionSettings:
     """Everything that identifies one server login; pools are shared per (this, table)."""
@@ -553,7 +565,7 @@ def _build_connection(options: Mapping[str, Any]) -> ConnectionSettings:
         user=None if user is None else _coerce_str("user", user),
         password=None if password is None else _coerce_str("password", password, secret=True),
         database=_coerce_str("database", merged.get("database", "")),
-        encrypt=_coerce_encrypt(merged.get("encrypt")),
+        encrypt=_default_encrypt(server, _coerce_encrypt(merged.get("encrypt"))),
         trust_server_certificate=_coerce_bool(
             "trust_server_certificate", merged.get("trust_server_certificate", False)
         ),

@@ -32,6 +32,7 @@ import pymssql
 
 from beaker_mssql.config import ConnectionSettings, Settings
 from beaker_mssql.errors import ConnectionFailedError, PoolTimeoutError
+from beaker_mssql.retry import login_is_transient
 
 __all__ = ["BROKEN_NUMBERS", "ConnectionPool", "Lease", "error_message", "error_number", "is_broken"]
 
@@ -159,6 +160,10 @@ class ConnectionPool:
     """Thread-safe LIFO pool with overflow, recycling and a checkout timeout."""
 
     surplus_idle = 10.0  # seconds an idle connection beyond pool_size is kept
+    # While logins fail, at most one login attempt per this many seconds per pool: the threads in
+    # between get the last failure at once. An outage then costs the server a trickle of logins, not
+    # one per waiting thread per retry (no stampede when it comes back).
+    probe_interval = 0.25
 
     def __init__(
         self,
@@ -185,8 +190,12 @@ class ConnectionPool:
         self._closed = False
         self._lost: collections.deque[PooledConnection] = collections.deque()
         self._pins: dict[int, tuple[Lease, int]] = {}  # thread ident -> (pinned lease, depth)
+        self._login_failure: Optional[Exception] = None  # the last failed login while logins fail
+        self._last_login = -1e9
+        self.ever_connected = False
         self._stats = {"connects": 0, "discarded": 0, "recycled": 0, "waits": 0, "wait_time": 0.0,
-                       "checkouts": 0, "timeouts": 0, "reclaimed": 0}
+                       "checkouts": 0, "timeouts": 0, "reclaimed": 0, "login_failures": 0,
+                       "logins_skipped": 0}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConnectionPool:
@@ -252,13 +261,36 @@ class ConnectionPool:
             if stale is not None:
                 _close_quietly(stale.connection)
         try:
-            return Lease(self, PooledConnection(self._login(), time.monotonic()))
+            return Lease(self, PooledConnection(self._probe_login(), time.monotonic()))
         except BaseException:
             with self._cond:
                 self._total -= 1
                 self._checked_out -= 1
                 self._cond.notify()
             raise
+
+    def _probe_login(self) -> Any:
+        """Log in, unless logins are failing and another thread tried less than probe_interval ago."""
+        now = time.monotonic()
+        with self._cond:
+            failure = self._login_failure
+            if failure is not None and now - self._last_login < self.probe_interval:
+                self._stats["logins_skipped"] += 1
+                raise type(failure)(*failure.args)
+            self._last_login = now
+        try:
+            connection = self._login()
+        except Exception as exc:
+            with self._cond:
+                # Only an outage is worth rate-limiting; a wrong password is reported to each caller.
+                transient = login_is_transient(error_message(exc), self.ever_connected)
+                self._login_failure = exc if transient else None
+                self._stats["login_failures"] += 1
+            raise
+        with self._cond:
+            self._login_failure = None
+            self.ever_connected = True
+        return connection
 
     def _checkout_done(self, waited_since: Optional[float]) -> None:
         self._checked_out += 1

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 from enum import Enum
 from typing import Optional
 
-__all__ = ["AMBIGUOUS", "DEFINITE", "Backoff", "Outcome", "classify"]
+__all__ = ["AMBIGUOUS", "DEFINITE", "Backoff", "Outcome", "classify", "login_is_transient"]
 
 
 class Outcome(Enum):
@@ -50,10 +51,48 @@ DEFINITE_NUMBERS = frozenset({1205, 1222, 40501, 40540, 49918, 49919, 49920, 109
 # 10054, 10060, 64), or DB-Library lost the server (20002-20047: see pool.BROKEN_NUMBERS).
 AMBIGUOUS_NUMBERS = frozenset({40613, 40197, 4221, 233, 10053, 10054, 10060, 64})
 
+# A write refused by a database that became read-only (3906: an availability-group secondary after a
+# failover): nothing was applied, and the connection points at the wrong replica.
+READ_ONLY_NUMBERS = frozenset({3906})
+
+
+# Login failures worth another attempt. pymssql reports the *first* login error number a process
+# ever saw for every later failed login (its module keeps it), so the number cannot be trusted: what
+# the driver says about this attempt is its text and the severity of the server's message.
+_NETWORK_LOGIN_TEXT = ("connection refused", "connection reset", "unable to connect", "timed out",
+                       "adaptive server is unavailable", "tds server is unavailable",
+                       "network is unreachable", "no route to host", "broken pipe")
+_TRANSIENT_LOGIN_TEXT = ("is not currently available", "service is currently busy",
+                         "service has encountered an error", "please retry", "too many requests")
+_NEVER_RETRY_LOGIN_TEXT = ("login failed", "password", "cannot open database", "certificate")
+_SEVERITY = re.compile(r"db-lib error message 20018, severity (\d+)")
+
+
+def login_is_transient(message: str, connected_before: bool) -> bool:
+    """Is a failed login worth another attempt within the budget?
+
+    Yes for network failures (refused or reset TCP: a listener moving during a failover, a server
+    restarting) and for Azure SQL's "not available / busy" answers (40613, 40197, 40501: severity 17
+    and up). Never for a wrong password (18456, severity 14) or an unknown database (4060, severity
+    11), except that 4060 after this pool has logged in before is a database moving mid-failover.
+    """
+    text = message.lower()
+    if any(marker in text for marker in _TRANSIENT_LOGIN_TEXT):
+        return True
+    severity = _SEVERITY.search(text)
+    if severity is not None:
+        level = int(severity.group(1))
+        if level >= 16:
+            return True
+        return level == 11 and connected_before  # 4060 while failing over
+    if any(marker in text for marker in _NEVER_RETRY_LOGIN_TEXT):
+        return False
+    return any(marker in text for marker in _NETWORK_LOGIN_TEXT)
+
 
 def classify(number: Optional[int], broken: bool) -> Outcome:
     """The :class:`Outcome` of a failed statement with error ``number``; ``broken``: the connection died."""
-    if number in DEFINITE_NUMBERS:
+    if number in DEFINITE_NUMBERS or number in READ_ONLY_NUMBERS:
         return Outcome.DEFINITE
     if broken or number in AMBIGUOUS_NUMBERS:
         return Outcome.AMBIGUOUS

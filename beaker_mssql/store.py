@@ -44,7 +44,7 @@ from beaker_mssql.errors import (
 from beaker_mssql.events import Events, logger, security_logger, short_sid
 from beaker_mssql.payload import CacheSerializer
 from beaker_mssql.pool import ConnectionPool, Lease, error_message, error_number, is_broken
-from beaker_mssql.retry import Backoff, Outcome, classify
+from beaker_mssql.retry import READ_ONLY_NUMBERS, Backoff, Outcome, classify, login_is_transient
 from beaker_mssql.sql import NO_EXPIRY_SECONDS, create_table_sql, escape_like, statements_for
 from beaker_mssql.sweeper import Sweeper, sweeper_for
 
@@ -622,7 +622,7 @@ class MSSQLStore:
             self._prepare()
         settings = self.settings
         deadline = time.monotonic() + settings.retry_budget
-        attempt = 0
+        attempt = logins = 0
         while True:
             pinned = self.pool.pinned()
             lease: Optional[Lease] = None
@@ -643,31 +643,35 @@ class MSSQLStore:
                 lease.release()
                 return result
             except pymssql.Error as exc:
-                broken = is_broken(exc) or not sent
+                number = error_number(exc)
+                broken = is_broken(exc) or not sent or number in READ_ONLY_NUMBERS
                 if lease is not None:
                     lease.release(broken)
                 elif pinned is not None and broken:
                     logger.warning("beaker_mssql: the connection holding this thread's app locks broke; "
                                    "the server releases the locks with it")
                     self.pool.unpin(pinned, broken=True)
-                number = error_number(exc)
-                outcome = Outcome.PERMANENT if not sent else classify(number, broken)
                 self.events.emit("error", exc, method)
-                if write and outcome is Outcome.AMBIGUOUS:
-                    error = self._translate(exc, method)
-                    raise _Ambiguous(error) from exc
-                retry = (
-                    outcome is not Outcome.PERMANENT
-                    and pinned is None
-                    and attempt < settings.retries
-                )
+                if not sent:  # the login failed: nothing reached the server
+                    transient = login_is_transient(error_message(exc), self.pool.ever_connected)
+                    retry = pinned is None and transient
+                    outcome = Outcome.AMBIGUOUS
+                    logins += 1
+                    tries = logins
+                else:
+                    outcome = classify(number, broken)
+                    if write and outcome is Outcome.AMBIGUOUS:
+                        raise _Ambiguous(self._translate(exc, method)) from exc
+                    retry = outcome is not Outcome.PERMANENT and pinned is None and attempt < settings.retries
+                    if retry:
+                        attempt += 1
+                    tries = attempt
                 if retry:
-                    attempt += 1
-                    delay = self._backoff.delay(attempt, outcome)
+                    delay = self._backoff.delay(tries, outcome)
                     if time.monotonic() + delay < deadline:
                         logger.info(
-                            "beaker_mssql: %s failed with error %s (%s); retry %d of %d in %.0f ms",
-                            method, number, outcome.value, attempt, settings.retries, delay * 1000,
+                            "beaker_mssql: %s failed with error %s (%s); retry %d in %.0f ms",
+                            method, number, "login" if not sent else outcome.value, tries, delay * 1000,
                         )
                         if delay:
                             time.sleep(delay)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass
-from typing import Optional
+from datetime import datetime
+from typing import Callable, Optional
 
 from .results import SQLError
 
@@ -30,6 +31,7 @@ KNOWN_ERRORS: dict[int, tuple[int, int, str]] = {
                   "The duplicate key value is (?)."),
     2628: (16, 1, "String or binary data would be truncated in table '{0}', column '?'. "
                   "Truncated value: '?'."),
+    3906: (16, 1, 'Failed to update database "{0}" because the database is read-only.'),
     4060: (11, 1, 'Cannot open database "{0}" requested by the login. The login failed.'),
     18456: (14, 1, "Login failed for user '{0}'."),
     40197: (20, 1, "The service has encountered an error processing your request. Please try again."),
@@ -72,6 +74,8 @@ class Faults:
         self._errors: list[_ErrorRule] = []
         self._cuts: list[_ReplyCut] = []
         self._latency = 0.0
+        self._login_latency = 0.0
+        self._refuse_until: Optional[tuple[datetime, Callable[[], datetime], int]] = None
 
     # -- the switches -------------------------------------------------------------------------------
 
@@ -145,12 +149,35 @@ class Faults:
             self._errors.clear()
             self._cuts.clear()
             self._latency = 0.0
+            self._login_latency = 0.0
+            self._refuse_until = None
 
     # -- what the server asks -----------------------------------------------------------------------
+
+    def refuse_logins_until(self, deadline: datetime, now: Callable[[], datetime],
+                            number: int = 40613) -> None:
+        """Refuse every login with ``number`` until ``now()`` reaches ``deadline`` (see server.failover)."""
+        with self._lock:
+            self._refuse_until = (deadline, now, number)
+
+    def login_latency(self, seconds: float) -> None:
+        """Delay every login's answer by ``seconds`` (a slow login: a server under recovery)."""
+        with self._lock:
+            self._login_latency = max(0.0, float(seconds))
+
+    @property
+    def login_delay(self) -> float:
+        return self._login_latency
 
     def take_login_refusal(self, user: str, database: str) -> Optional[SQLError]:
         """The error to refuse this login with, consuming one refusal, or None."""
         with self._lock:
+            until = self._refuse_until
+            if until is not None:
+                deadline, now, number = until
+                if now() < deadline:
+                    return make_error(number, database)
+                self._refuse_until = None
             remaining = self._refuse_remaining
             if remaining is not None and remaining <= 0:
                 return None
