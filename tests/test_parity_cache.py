@@ -291,3 +291,13 @@ def test_json_round_trip_turns_tuples_into_lists_and_int_keys_into_strings(mssql
     memory = memory_cache("js")
     memory.put("k", {"pair": (1, 2), 3: "three"})
     assert memory.get("k") == {"pair": (1, 2), 3: "three"}  # the documented difference
+
+
+def test_namespace_keys_come_back_with_their_types(mssql_server, mssql_table):
+    cache = mssql_cache(mssql_server.url, mssql_table, "typedkeys")
+    for key in (1, "1", None, (1, "a"), 2.5, datetime.date(2026, 1, 2)):
+        cache.put(key, "x")
+    keys = cache.namespace.keys()
+    assert sorted(map(repr, keys)) == sorted(
+        map(repr, ["1", 1, None, (1, "a"), 2.5, datetime.date(2026, 1, 2)])
+    )
