@@ -239,8 +239,11 @@ def _typed_number(value: Union[numbers.Real, decimal.Decimal]) -> str:
         return "f" + repr(as_float)
     if exact.denominator == 1:
         return "i" + str(exact.numerator)
-    as_float = float(exact)  # a non-integral fraction is never too large for a float
-    if fractions.Fraction(as_float) == exact:  # the value a float key would have: one form for both
+    try:
+        as_float = float(exact)
+    except OverflowError:  # e.g. 10**400 + 0.5 as a Decimal or Fraction: no float equals it
+        as_float = math.nan
+    if math.isfinite(as_float) and fractions.Fraction(as_float) == exact:  # one form for equal floats
         return "f" + repr(as_float)
     return f"q{exact.numerator}/{exact.denominator}"
 

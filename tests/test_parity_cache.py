@@ -157,6 +157,12 @@ def test_keys_without_a_row_form_are_refused_clearly(mssql_server, mssql_table, 
     assert rows(mssql_server, mssql_table) == []
 
 
+def test_numbers_beyond_float_range_keep_exact_forms():
+    huge = Decimal("1" + "0" * 400 + ".5")  # exact (Decimal arithmetic would round it)
+    assert encode_key(huge, 250) == encode_key(Fraction(huge), 250) != encode_key(Decimal("1e400"), 250)
+    assert encode_key(Decimal("1e400"), 250) == encode_key(10**400, 250)
+
+
 def test_long_typed_keys_are_hashed_apart_from_long_string_keys(mssql_server, mssql_table):
     cache = mssql_cache(mssql_server.url, mssql_table, "long")
     tuple_key = tuple(range(200))
