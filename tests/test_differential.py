@@ -44,6 +44,7 @@ from beaker_mssql import InvalidSessionId, SerializationError, UncachedValueWarn
 from beaker_mssql.namespace import close_all
 from beaker_mssql.store import validate_sid
 
+pytestmark = pytest.mark.usefixtures("no_attentions")  # every result set is read to its end
 EXAMPLES = int(os.environ.get("DIFFERENTIAL_EXAMPLES", "100"))
 README = Path(__file__).resolve().parent.parent / "README.md"
 COOKIE = "sid"

@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 from beaker_mssql import InvalidCacheKey, SerializationError, UncachedValueWarning
 from beaker_mssql.namespace import close_all, decode_key, encode_key
 
+pytestmark = pytest.mark.usefixtures("no_attentions")  # every result set is read to its end
 UTC = datetime.timezone.utc
 PLUS_TWO = datetime.timezone(datetime.timedelta(hours=2))
 MISSING = "<KeyError>"

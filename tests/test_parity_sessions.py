@@ -26,6 +26,7 @@ from pyramid_beaker import session_factory_from_settings
 from beaker_mssql import InvalidSessionId, SidCaseConflictError
 from beaker_mssql.namespace import MSSQLNamespaceManager, close_all
 
+pytestmark = pytest.mark.usefixtures("no_attentions")  # every result set is read to its end
 COOKIE = "sid"
 REFUSED_IDS = {"trailing-space": "abc ", "256-characters": "a" * 256}
 NEW_ID = re.compile(r"[0-9a-f]{32}")
