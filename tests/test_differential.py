@@ -382,10 +382,10 @@ def fresh_registry():
 
 
 def run_both(standin: Any, table: str, ops: list[tuple[Any, ...]], timeout: Optional[int] = None,
-             cache_serializer: str = "pickle") -> list[tuple[str, list[str]]]:
+             cache_serializer: str = "pickle", **session_extra: Any) -> list[tuple[str, list[str]]]:
     """Run ``ops`` on both worlds; fail on an unexplained difference, else return each (step, reasons)."""
     tag = uuid.uuid4().hex[:8]
-    session_opts: dict[str, Any] = {"key": COOKIE, "timeout": timeout}
+    session_opts: dict[str, Any] = {"key": COOKIE, "timeout": timeout, **session_extra}
     memory = World("memory", dict(session_opts, type="memory"), {"type": "memory"}, tag)
     cache_config = {"cache.type": "ext:mssql", "cache.url": standin.url, "cache.table": table,
                     "cache.serializer": cache_serializer}
@@ -435,11 +435,14 @@ def run_both(standin: Any, table: str, ops: list[tuple[Any, ...]], timeout: Opti
     ops=steps,
     timeout=st.sampled_from([None, 600]),
     cache_serializer=st.sampled_from(["pickle", "json"]),
+    data_serializer=st.sampled_from(["pickle", "json"]),
+    invalidate_corrupt=st.booleans(),  # False is what pyramid_beaker passes
 )
 def test_memory_and_mssql_agree_except_for_the_documented_differences(
-    standin, mssql_table, ops, timeout, cache_serializer
+    standin, mssql_table, ops, timeout, cache_serializer, data_serializer, invalidate_corrupt
 ):
-    run_both(standin, mssql_table, ops, timeout, cache_serializer)
+    run_both(standin, mssql_table, ops, timeout, cache_serializer,
+             data_serializer=data_serializer, invalidate_corrupt=invalidate_corrupt)
 
 
 # One scripted sequence per row of the table: the difference is real, and only its own predicate explains it.
