@@ -308,3 +308,14 @@ def test_namespace_keys_come_back_with_their_types(mssql_server, mssql_table):
     assert sorted(map(repr, keys)) == sorted(
         map(repr, ["1", 1, None, (1, "a"), 2.5, datetime.date(2026, 1, 2)])
     )
+
+
+def test_pickle_createfunc_value_that_cannot_be_pickled_is_returned_uncached(mssql_server, mssql_table):
+    """The same rule for every serializer: a computed value is never lost to its encoding."""
+    cache = mssql_cache(mssql_server.url, mssql_table, "pk")
+    value = lambda: None  # noqa: E731 - pickle cannot encode a lambda
+    with pytest.warns(UncachedValueWarning, match="'fn'"):
+        assert cache.get("fn", createfunc=lambda: value) is value
+    assert rows(mssql_server, mssql_table) == []
+    with pytest.raises(SerializationError, match="'fn'"):
+        cache.put("fn", value)
