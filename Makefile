@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-slow lint typecheck pytest demo bench standin clean
+.PHONY: test test-slow lint typecheck pytest demo bench standin node-clients clean
 
 $(STAMP): pyproject.toml setup.cfg
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,8 +33,9 @@ test-slow: $(STAMP)
 	DIFFERENTIAL_EXAMPLES=$(DIFFERENTIAL_EXAMPLES) $(BIN)/python -m pytest tests/test_differential.py -q
 
 ## make demo: the example Pyramid app on http://127.0.0.1:6543 (stand-in unless BEAKER_MSSQL_URL is set).
+## Another port: make demo DEMO_ARGS='--port 6544'
 demo: $(STAMP)
-	$(BIN)/python examples/demo.py
+	$(BIN)/python examples/demo.py $(DEMO_ARGS)
 
 ## make bench: every benchmark; rewrites benchmarks/RESULTS.md.
 bench: $(STAMP)
@@ -44,5 +45,13 @@ bench: $(STAMP)
 standin: $(STAMP)
 	$(BIN)/beaker-mssql standin --port 14330
 
+## make node-clients: the pinned Node clients (connect-mssql-v2, tedious) in .cache/node for the tests
+## (the tests run the same `npm ci` themselves when the folder is missing or stale).
+node-clients:
+	mkdir -p .cache/node
+	cp tests/node/package.json tests/node/package-lock.json .cache/node/
+	cd .cache/node && npm ci --no-audit --no-fund --loglevel=error
+	cp tests/node/package-lock.json .cache/node/.installed-lock
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache var
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache var .cache

@@ -30,6 +30,7 @@ from typing import Any, Callable, Optional, TypeVar
 import pymssql
 
 from beaker_mssql.config import CONTROL_CHARS, Settings, parse_settings
+from beaker_mssql.diagnostics import login_failure_message, mask_url
 from beaker_mssql.errors import (
     ConnectionFailedError,
     DatabaseError,
@@ -266,8 +267,9 @@ class MSSQLStore:
                     if lock is None:
                         break
                 try:
-                    self._run("save", self._save_operation(sid, text, ttl, version if exists else None),
-                              write=True)
+                    if exists and version is None:
+                        raise _Conflict()  # our own earlier write, version unknown: read it first
+                    self._run("save", self._save_operation(sid, text, ttl, version), write=True)
                     return result
                 except _Conflict:
                     pass
@@ -661,7 +663,7 @@ class MSSQLStore:
                 self.events.emit("error", exc, method)
                 if not sent:  # the login failed: nothing reached the server
                     transient = login_is_transient(error_message(exc), self.pool.ever_connected)
-                    retry = pinned is None and transient
+                    retry = pinned is None and transient and settings.retries > 0  # 0: fail fast
                     outcome = Outcome.AMBIGUOUS
                     logins += 1
                     tries = logins
@@ -706,10 +708,7 @@ class MSSQLStore:
         message = error_message(exc)
         if login:
             number = login_error_number(number, message)
-        password = self.settings.connection.password
-        if password:
-            message = message.replace(password, "***")
-        message = " ".join(message.split())
+        message = " ".join(mask_url(message).split())
         if number in _DBLIB_TEXT and (not message or message == str(number)):
             message = _DBLIB_TEXT[number]
         where = self.settings.connection.describe()
@@ -720,7 +719,15 @@ class MSSQLStore:
                 f"`beaker-mssql create-table --url mssql://...` (with --table {table}), set the option "
                 "create_table = true, or run sql/create_sessions.sql."
             )
-        if login or is_broken(exc) or number in _LOGIN_FAILED or isinstance(exc, pymssql.InterfaceError):
+        if login:
+            conn = self.settings.connection
+            raw = error_message(exc)
+            text = login_failure_message(
+                method, conn.server, conn.port, conn.user, conn.database, number,
+                raw if raw.strip() and raw.strip() != str(number) else message,
+            )
+            return ConnectionFailedError(text, number, method)
+        if is_broken(exc) or number in _LOGIN_FAILED or isinstance(exc, pymssql.InterfaceError):
             return ConnectionFailedError(
                 f"{method}: connection to {where} failed (error {number}): {message}", number, method
             )
