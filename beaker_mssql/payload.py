@@ -41,6 +41,7 @@ __all__ = [
     "CacheSerializer",
     "decode_session",
     "decode_session_row",
+    "describe_key",
     "encode_decoded_session",
     "encode_session",
     "is_emptied_dict",
@@ -161,6 +162,13 @@ def _corrupt(sid: str, reason: str) -> NoReturn:
     raise CorruptSessionError(f"session row {short_sid(sid)} cannot be decoded: {reason}")
 
 
+def describe_key(key: object) -> str:
+    """A cache key as the application wrote it: Beaker hands str keys over as bytes (``b'dt'``)."""
+    if isinstance(key, bytes):
+        return repr(key.decode("utf-8", "backslashreplace"))
+    return repr(key)
+
+
 class CacheSerializer:
     """Encodes cache values to column text and back with the configured serializer."""
 
@@ -183,7 +191,8 @@ class CacheSerializer:
             return base64.b64encode(pickle.dumps(value, protocol=4)).decode("ascii")
         except Exception as exc:
             raise SerializationError(
-                f"cache value for key {key!r} cannot be encoded with the {self.name} serializer: {exc}"
+                f"cache value for key {describe_key(key)} cannot be encoded with the {self.name} serializer: "
+                f"{exc}"
             ) from exc
 
     def loads(self, text: str, key: object = None) -> Any:
@@ -195,7 +204,8 @@ class CacheSerializer:
                 return json.loads(text)
             return pickle.loads(base64.b64decode(text, validate=True))  # noqa: S301 - see module doc
         except Exception as exc:
-            security_logger.warning("corrupt cache row for key %r: %s", key, type(exc).__name__)
+            security_logger.warning("corrupt cache row for key %s: %s", describe_key(key), type(exc).__name__)
             raise CorruptSessionError(
-                f"cache row for key {key!r} cannot be decoded with the {self.name} serializer: {exc}"
+                f"cache row for key {describe_key(key)} cannot be decoded with the {self.name} serializer: "
+                f"{exc}"
             ) from exc
