@@ -19,6 +19,9 @@ Large sessions (10 KB, 100 KB, 1 MB of incompressible session data): client CPU,
 sent per request, to show both grow linearly with the size (no quadratic copying or escaping).
 
     python benchmarks/bench_cpu.py [--rounds N] [--requests N]
+
+``BENCH_CPU_LARGE=10000`` (comma-separated sizes; empty for none) limits the large-session rows while
+iterating on the code.
 """
 
 from __future__ import annotations
