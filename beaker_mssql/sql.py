@@ -135,7 +135,9 @@ def statements_for(table: TableName, use_utc: bool = True) -> Statements:
             f"WHERE {exact} AND {VERSION} = %(version)s"
         ),
         # The data once, in a variable: pymssql writes parameters into the text on the client, so a
-        # second %(data)s would escape, send and parse a large session twice.
+        # second %(data)s would escape, send and parse a large session twice. DECLARE with an
+        # initial value: SQL Server 2008+, Azure SQL, Babelfish (learn.microsoft.com/en-us/sql/
+        # t-sql/language-elements/declare-local-variable-transact-sql).
         save_insert=(
             "DECLARE @data nvarchar(max) = %(data)s;\n"
             f"UPDATE {t} SET [session] = @data, [expires] = {expires}\n"
