@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
 from ..results import MAX, DatabaseChanged, Done, Event, Message, ResultSet, SQLError
 from . import ast as A
+from .dialect import refused_batch, refused_statements, restate
 from .executor import Ctx, Executor, Planner, find_table, require_table, resolve_db, var_converter
 from .expressions import Binder, Scope
 from .lexer import MARKER_RE, scan_literals
@@ -125,8 +126,13 @@ class EngineSession:
         events: list[Event] = []
         eng = self.engine
         self.cancel = cancel
+        profile = eng.profile
         try:
             key, values, raws = scan_literals(batch)
+            if not profile.create_or_alter:
+                refused = refused_batch(profile, key)
+                if refused is not None:
+                    raise refused
             parsed = eng.parse_cache.get(key)
             if parsed is None or any(values[slot] != v for slot, v in parsed[1]):
                 parsed = parse(key, values)
@@ -137,6 +143,11 @@ class EngineSession:
             self.last_error = e.number
             return [e.to_message(), Done(error=True)]
         ast_batch = parsed[0]
+        if not profile.merge:
+            refused = refused_statements(profile, ast_batch.statements)
+            if refused is not None:
+                self.last_error = refused.number
+                return [refused.to_message(), Done(error=True)]
         ctx = Ctx(self, values, ast_batch)
         run = _Run(self, ctx, key, raws, events, cancel)
         with eng.mutex:
@@ -470,11 +481,14 @@ class _Run:
         s = self.s
         if e.line == 1 or e.number not in (102, 156, 105):
             e.line = st.line
-        self.events.append(e.to_message())
+        shown = restate(s.engine.profile, e)  # in another engine's words (profiles.py); usually e itself
+        self.events.append(shown.to_message())
         self.events.append(Done(error=True))
-        s.last_error = e.number
+        s.last_error = shown.number
         n = e.number
-        if n in ROLLBACK_ABORT:
+        # Babelfish: an error it cannot map to a SQL Server number ends the batch and rolls back
+        # (https://docs.aws.amazon.com/AmazonRDS/latest/AuroraUserGuide/babelfish-strict.html).
+        if n in ROLLBACK_ABORT or shown is not e:
             with s.engine.cond:
                 if s.trancount:
                     s.rollback_all()
@@ -722,6 +736,8 @@ class _Run:
                 if locks.would_deadlock(s.session_id, lc.blockers):
                     return -3
                 elapsed = (time.monotonic() - started) * 1000
+                if timeout == 0:
+                    return eng.profile.applock_nowait_busy  # -1; Babelfish: -999 (profiles.py)
                 if timeout >= 0 and elapsed >= timeout:
                     return -1
                 waited = True
