@@ -151,7 +151,7 @@ BABELFISH = Profile(
     rewritten_index_names=True,
     datalength_utf8=True,
     missing_database_error=911,
-    remapped_errors=frozenset({208, 2628}),
+    remapped_errors=frozenset({208, 1913, 2628}),
     version_tag="Babelfish for PostgreSQL profile",
     deviations=(
         Deviation(
@@ -173,6 +173,7 @@ BABELFISH = Profile(
             BABELFISH_ERRORS_URL,
         ),
         Deviation("a login to a database that does not exist fails with 911 (not 4060)", MEASURED),
+        Deviation("CREATE INDEX of a name that exists fails with 2714 (not 1913)", MEASURED),
         Deviation("MERGE is not supported", MEASURED),
         Deviation("CREATE OR ALTER is a syntax error (at ALTER)", MEASURED),
         Deviation("table hints are accepted and ignored (UPDLOCK and SERIALIZABLE take no locks)", MEASURED),
@@ -188,6 +189,9 @@ BABELFISH = Profile(
         "utf16_datalength": "Babelfish's DATALENGTH counts UTF-8 bytes (measured on Babelfish 4.3)",
         "index_names": "Babelfish rewrites index names and INDEXPROPERTY finds none "
                        "(measured on Babelfish 4.3)",
+        "login_error_numbers": "Babelfish answers a login to an unknown database with 911, severity 16, "
+                               "which pymssql then reports for every later failed login of the process "
+                               "(measured on Babelfish 4.3; README 'Login error numbers from pymssql')",
         "applock_nowait": "Babelfish's sp_getapplock returns -999 for a busy lock with @LockTimeout = 0 "
                           "(measured on Babelfish 4.3)",
     },

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from ..profiles import BABELFISH_UNMAPPED, Profile
+from ..profiles import BABELFISH_UNMAPPED, Profile, babelfish_index_name
 from ..results import SQLError
 from . import ast as A
 
@@ -58,7 +58,8 @@ def restate(profile: Profile, error: SQLError) -> SQLError:
 
     Babelfish (measured on 4.3): a missing table is 33557097 ``relation "<db>_<schema>.<name>" does not
     exist`` (names folded to lower case, as Babelfish stores them), a value too long for its column is
-    33557097 ``value too long for type character varying(<n>)``.
+    33557097 ``value too long for type character varying(<n>)``, a second CREATE INDEX of a name is
+    2714 (SQL Server: 1913).
     """
     if error.number not in profile.remapped_errors:
         return error
@@ -68,6 +69,12 @@ def restate(profile: Profile, error: SQLError) -> SQLError:
         text = f'relation "{relation}" does not exist'
     elif error.number == 2628 and "length" in ctx:
         text = f"value too long for type character varying({ctx['length']})"
+    elif error.number == 1913 and "index" in ctx:
+        # An index is a relation in PostgreSQL: Babelfish reports the duplicate as 2714.
+        name = babelfish_index_name(ctx["index"], ctx["table"])
+        restated = SQLError(2714, f'relation "{name}" already exists', 16, 1, error.line)
+        restated.context = dict(ctx, restated_from=error.number)
+        return restated
     else:
         return error
     restated = SQLError(BABELFISH_UNMAPPED, text, 16, 1, error.line)

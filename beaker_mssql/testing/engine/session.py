@@ -7,6 +7,7 @@ import re
 import time
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
+from ..profiles import BABELFISH_UNMAPPED
 from ..results import MAX, DatabaseChanged, Done, Event, Message, ResultSet, SQLError
 from . import ast as A
 from .dialect import refused_batch, refused_statements, restate
@@ -488,7 +489,7 @@ class _Run:
         n = e.number
         # Babelfish: an error it cannot map to a SQL Server number ends the batch and rolls back
         # (https://docs.aws.amazon.com/AmazonRDS/latest/AuroraUserGuide/babelfish-strict.html).
-        if n in ROLLBACK_ABORT or shown is not e:
+        if n in ROLLBACK_ABORT or (shown is not e and shown.number == BABELFISH_UNMAPPED):
             with s.engine.cond:
                 if s.trancount:
                     s.rollback_all()
@@ -953,6 +954,7 @@ class _Run:
                 f"exists on table '{t.qualified}'.",
                 16,
                 1,
+                context={"index": st.name, "table": t.name},
             )
         positions = []
         for cname, desc in st.columns:
