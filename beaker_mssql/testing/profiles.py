@@ -134,10 +134,6 @@ AZURE = Profile(
         ),
         Deviation("SERVERPROPERTY('EngineEdition') is 5", ENGINE_EDITION_URL),
     ),
-    lacks={
-        "blocking_readers": "Azure SQL Database runs READ_COMMITTED_SNAPSHOT: readers do not wait for "
-                            "writers",
-    },
 )
 
 BABELFISH = Profile(
@@ -172,10 +168,14 @@ BABELFISH = Profile(
             "an error Babelfish reports as 33557097 (unmapped) ends the batch and rolls back the transaction",
             BABELFISH_ERRORS_URL,
         ),
-        Deviation("a login to a database that does not exist fails with 911 (not 4060)", MEASURED),
+        Deviation("a login to a database that does not exist fails with 911 (not 4060); the stand-in sends "
+                  "SQL Server's text and severity (16) for 911, as Babelfish's own were not recorded",
+                  MEASURED),
         Deviation("CREATE INDEX of a name that exists fails with 2714 (not 1913)", MEASURED),
-        Deviation("MERGE is not supported", MEASURED),
-        Deviation("CREATE OR ALTER is a syntax error (at ALTER)", MEASURED),
+        Deviation("MERGE is not supported (the stand-in answers 33557097 \"'MERGE' is not currently "
+                  "supported in Babelfish\", Babelfish's wording for an unsupported feature)", MEASURED),
+        Deviation("CREATE OR ALTER is a syntax error at ALTER (the stand-in: 102 'syntax error at or near "
+                  "\"ALTER\"'; Babelfish's number was not recorded)", MEASURED),
         Deviation("table hints are accepted and ignored (UPDLOCK and SERIALIZABLE take no locks)", MEASURED),
         Deviation("readers never block on writers (PostgreSQL MVCC: each statement reads committed rows)",
                   MEASURED),
@@ -183,17 +183,11 @@ BABELFISH = Profile(
     ),
     lacks={
         "merge": "Babelfish for PostgreSQL does not support MERGE (measured on Babelfish 4.3)",
-        "table_hints": "Babelfish ignores table hints (measured on Babelfish 4.3)",
-        "blocking_readers": "Babelfish readers never block on writers (MVCC, measured on Babelfish 4.3)",
         "sqlserver_errors": "Babelfish reports some errors as 33557097 / 911 (measured on Babelfish 4.3)",
-        "utf16_datalength": "Babelfish's DATALENGTH counts UTF-8 bytes (measured on Babelfish 4.3)",
-        "index_names": "Babelfish rewrites index names and INDEXPROPERTY finds none "
-                       "(measured on Babelfish 4.3)",
-        "login_error_numbers": "Babelfish answers a login to an unknown database with 911, severity 16, "
-                               "which pymssql then reports for every later failed login of the process "
-                               "(measured on Babelfish 4.3; README 'Login error numbers from pymssql')",
-        "applock_nowait": "Babelfish's sp_getapplock returns -999 for a busy lock with @LockTimeout = 0 "
-                          "(measured on Babelfish 4.3)",
+        "login_error_numbers": "Babelfish answers a login to an unknown database with 911 (measured on "
+                               "Babelfish 4.3; severity 16 in the stand-in, as SQL Server's 911), which "
+                               "pymssql then keeps reporting for later failed logins of the process "
+                               "(README: 'Login error numbers from pymssql')",
     },
 )
 
@@ -230,3 +224,17 @@ def babelfish_index_name(index: str, table: str) -> str:
     lowered = index.lower()
     digest = hashlib.md5(lowered.encode("utf-8"), usedforsecurity=False).hexdigest()
     return lowered + table.lower() + digest  # how long names are cut was not measured: not modelled
+
+
+def profiles_markdown() -> str:
+    """The profiles as beaker_mssql/testing/README.md lists them (a test keeps the two the same)."""
+    lines: list[str] = []
+    for profile in PROFILES.values():
+        lines.append(f"- **`{profile.name}`**: {profile.title}.")
+        if not profile.deviations:
+            lines.append("  The stand-in's own behaviour, as documented above.")
+        for deviation in profile.deviations:
+            lines.append(f"  - {deviation.what}. Source: {deviation.source}.")
+        for feature, reason in sorted(profile.lacks.items()):
+            lines.append(f"  - Tests marked `engine_needs(\"{feature}\")` skip: {reason}.")
+    return "\n".join(lines) + "\n"
