@@ -312,6 +312,18 @@ def _coerce_encrypt(value: object) -> Optional[str]:
         ) from None
 
 
+# Azure SQL Database and Managed Instance host names (public and sovereign clouds): they require TLS.
+AZURE_SQL_HOSTS = (".database.windows.net", ".database.usgovcloudapi.net", ".database.chinacloudapi.cn",
+                   ".database.cloudapi.de")
+
+
+def _default_encrypt(server: str, encrypt: Optional[str]) -> Optional[str]:
+    """``require`` for an Azure SQL host unless ``encrypt`` was given; the driver's default otherwise."""
+    if encrypt is None and server.split("\\", 1)[0].rstrip(".").lower().endswith(AZURE_SQL_HOSTS):
+        return "require"
+    return encrypt
+
+
 @dataclasses.dataclass(frozen=True)
 class ConnectionSettings:
     """Everything that identifies one server login; pools are shared per (this, table)."""
@@ -386,6 +398,9 @@ class Settings:
     pre_remove_callback: Optional[Callback] = None
     auto_remove_callback: Optional[Callback] = None
     retries: int = 1
+    retry_budget: float = 5.0
+    touch_interval: int = 60
+    idle_timeout: Optional[int] = None
     pool_size: int = 5
     pool_max_overflow: int = 10
     pool_recycle: int = 3600
@@ -398,6 +413,19 @@ class Settings:
     def password(self) -> Optional[str]:
         """The login password, so callers (the CLI) can scrub it from any text they print."""
         return self.connection.password
+
+    @property
+    def touch_seconds(self) -> int:
+        """How old (by the database clock) a row may get before a read-only request rewrites it.
+
+        ``touch_interval``, capped at half the ttl (so an active session can never expire) and at a
+        tenth of Beaker's idle ``timeout`` (the stored ``_accessed_time`` lags by at most this much,
+        so Beaker's timeout can fire at most this much early). 0 writes on every access.
+        """
+        limits = [self.touch_interval, self.ttl // 2]
+        if self.idle_timeout is not None:
+            limits.append(self.idle_timeout // 10)
+        return max(0, min(limits))
 
     @property
     def pool_key(self) -> tuple[ConnectionSettings, TableName]:
@@ -480,6 +508,8 @@ _STORE_KEYS = frozenset(
         "pre_remove_callback",
         "auto_remove_callback",
         "retries",
+        "retry_budget",
+        "touch_interval",
         "pool_size",
         "pool_max_overflow",
         "pool_recycle",
@@ -535,7 +565,7 @@ def _build_connection(options: Mapping[str, Any]) -> ConnectionSettings:
         user=None if user is None else _coerce_str("user", user),
         password=None if password is None else _coerce_str("password", password, secret=True),
         database=_coerce_str("database", merged.get("database", "")),
-        encrypt=_coerce_encrypt(merged.get("encrypt")),
+        encrypt=_default_encrypt(server, _coerce_encrypt(merged.get("encrypt"))),
         trust_server_certificate=_coerce_bool(
             "trust_server_certificate", merged.get("trust_server_certificate", False)
         ),
@@ -562,8 +592,13 @@ def parse_settings(options: Mapping[str, Any]) -> Settings:
     if options.get("ttl") not in (None, ""):
         explicit_ttl = _coerce_int("ttl", options["ttl"], minimum=1)
     ttl = explicit_ttl
-    if ttl is None and options.get("timeout") not in (None, ""):
-        ttl = _coerce_int("timeout", options["timeout"], minimum=1)
+    idle_timeout = None
+    if options.get("timeout") not in (None, ""):
+        forwarded = _coerce_int("timeout", options["timeout"], minimum=1)
+        # Beaker forwards its idle timeout + 120 s (beaker.session.Session.__init__).
+        idle_timeout = forwarded - 120 if forwarded > 120 else forwarded
+        if ttl is None:
+            ttl = forwarded
     recycle = _coerce_int("pool_recycle", get("pool_recycle", 3600), minimum=-1)
     if recycle == 0:
         raise ConfigurationError("pool_recycle must be a positive number of seconds or -1 (off), got 0")
@@ -584,6 +619,9 @@ def parse_settings(options: Mapping[str, Any]) -> Settings:
         pre_remove_callback=_coerce_callable("pre_remove_callback", options.get("pre_remove_callback")),
         auto_remove_callback=_coerce_callable("auto_remove_callback", options.get("auto_remove_callback")),
         retries=_coerce_int("retries", get("retries", 1), minimum=0),
+        retry_budget=_coerce_seconds("retry_budget", get("retry_budget", 5)),
+        touch_interval=_coerce_int("touch_interval", get("touch_interval", 60), minimum=0),
+        idle_timeout=idle_timeout,
         pool_size=_coerce_int("pool_size", get("pool_size", 5), minimum=1),
         pool_max_overflow=_coerce_int("pool_max_overflow", get("pool_max_overflow", 10), minimum=0),
         pool_recycle=recycle,

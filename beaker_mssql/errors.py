@@ -82,6 +82,20 @@ class ConnectionFailedError(DatabaseError):
     """A connection could not be opened, or broke while in use (it has been discarded)."""
 
 
+class SaveConflictError(DatabaseError):
+    """A session save could not be completed without overwriting another request's later write.
+
+    Raised when concurrent writers kept changing the row for every merge round, or when the outcome
+    of a save is unknown (the connection broke mid-save) and the row has changed in a way this
+    request cannot reconcile (encrypted data). Nothing was overwritten.
+    """
+
+
+class WriteOutcomeUnknownError(ConnectionFailedError):
+    """The connection broke while a write was in flight and the row does not show whether it
+    committed. The write was not sent again: re-sending could overwrite a later write by someone else."""
+
+
 #: Babelfish's fixed number for an error it does not map to a SQL Server number
 #: (https://docs.aws.amazon.com/AmazonRDS/latest/AuroraUserGuide/babelfish-strict.html).
 BABELFISH_UNMAPPED = 33557097

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import json
 import math
 import re
 import sys
@@ -34,12 +35,19 @@ from beaker.session import Session
 from beaker.synchronization import SynchronizerImpl
 
 from beaker_mssql.config import Settings, parse_settings
-from beaker_mssql.errors import CorruptSessionError, InvalidSessionId, LockNotGrantedError, MSSQLStoreError
+from beaker_mssql.errors import (
+    CorruptSessionError,
+    InvalidSessionId,
+    LockNotGrantedError,
+    MSSQLStoreError,
+    WriteOutcomeUnknownError,
+)
 from beaker_mssql.events import logger
+from beaker_mssql.merge import decode_blob, encode_blob, merge_sessions, same_but_access_time
 from beaker_mssql.payload import decode_session, encode_session, is_emptied_session
 from beaker_mssql.pool import ConnectionPool
 from beaker_mssql.sql import NO_EXPIRY_SECONDS
-from beaker_mssql.store import AppLock, MSSQLStore, validate_sid
+from beaker_mssql.store import AppLock, Loaded, MSSQLStore, validate_sid
 
 __all__ = ["MSSQLNamespaceManager", "MSSQLSynchronizer", "close_all", "encode_part", "store_for"]
 
@@ -132,6 +140,18 @@ def decode_part(text: str) -> str:
     return text
 
 
+def _row_dict(text: str) -> Optional[dict[str, Any]]:
+    """The session dict in a column text (plain JSON, or a Beaker pickle/json blob); None if opaque."""
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
+    decoded = decode_blob(text)
+    return None if decoded is None else decoded[1]
+
+
 def _fail_loudly_in_beaker_session(error: MSSQLStoreError) -> None:
     """Keep Beaker from turning a database outage (or a configuration error) into a logout.
 
@@ -176,6 +196,9 @@ class MSSQLNamespaceManager(NamespaceManager):  # type: ignore[misc]
         self.settings = self.store.settings
         self._prefix = encode_part(namespace, NAMESPACE_LIMIT) + ":"
         self._local = threading.local()
+        # The session row as Beaker's Session.load read it through this manager (Beaker keeps the
+        # manager until its save): the version the save is conditional on, and the row's freshness.
+        self._loaded: Optional[Loaded] = None
 
     def __repr__(self) -> str:
         return f"<MSSQLNamespaceManager {self.namespace!r} {self.store!r}>"
@@ -207,6 +230,9 @@ class MSSQLNamespaceManager(NamespaceManager):  # type: ignore[misc]
 
     def _fetch(self, key: object) -> Optional[str]:
         sid = self._sid(key)
+        if self._is_session(key):
+            self._loaded = self.store.load(sid)
+            return self._loaded.text
         memo = getattr(self._local, "memo", None)
         if memo is not None and memo[0] == sid:
             self._local.memo = None
@@ -249,15 +275,49 @@ class MSSQLNamespaceManager(NamespaceManager):  # type: ignore[misc]
         if self._is_session(key):
             if is_emptied_session(value):  # session.delete(): see payload.is_emptied_session
                 self.store.destroy(sid)
+                self._loaded = None
             else:
-                self.store.set(sid, encode_session(value))
+                self._save_session(sid, value)
             return
         text = self.store.serializer.dumps(value, key)
         if expiretime is not None:
             ttl = min(max(1, math.ceil(expiretime)), NO_EXPIRY_SECONDS)
         else:
             ttl = self.settings.explicit_ttl or NO_EXPIRY_SECONDS
-        self.store.set(sid, text, ttl=ttl)
+        try:
+            self.store.set(sid, text, ttl=ttl)
+        except WriteOutcomeUnknownError as exc:
+            # A cache value is recomputed when missing: a write lost to a broken connection costs a
+            # recomputation, not the request (Beaker has already handed the value to the caller).
+            logger.warning("beaker_mssql: cache value for key %r not stored: %s", key, exc)
+
+    def _save_session(self, sid: str, blob: str) -> None:
+        """Beaker's save of the session: skipped, conditional, or merged (README "How saving works")."""
+        loaded = self._loaded
+        mine = decode_blob(blob)
+        base = None
+        if loaded is not None and loaded.text is not None and mine is not None:
+            base = _row_dict(loaded.text)
+            if base is not None and same_but_access_time(base, mine[1]) and self._fresh(loaded):
+                return  # only the access time moved and the row is fresh: nothing to send
+        text = encode_session(blob)
+
+        def merge(current: str, ambiguous: bool) -> Optional[str]:
+            theirs = _row_dict(current)
+            if mine is None or theirs is None:
+                return None
+            merged = merge_sessions(base or {}, mine[1], theirs, ambiguous)
+            return encode_session(encode_blob(mine[0], merged))
+
+        self.store.save(sid, text, loaded, merge=merge)
+        # Written: a second save through this manager merges against what this one wrote.
+        self._loaded = Loaded(text)
+
+    def _fresh(self, loaded: Loaded) -> bool:
+        """Is the row younger than ``touch_seconds`` by the database clock?"""
+        interval = self.settings.touch_seconds
+        remaining = loaded.remaining
+        return interval > 0 and remaining is not None and remaining > self.settings.ttl - interval
 
     def __setitem__(self, key: object, value: Any) -> None:
         self.set_value(key, value)
@@ -271,7 +331,11 @@ class MSSQLNamespaceManager(NamespaceManager):  # type: ignore[misc]
         """Delete this namespace's rows only (``LIKE 'prefix%' ESCAPE '\\'``)."""
         self._local.memo = None
         if self.session_mode:
+            # A session's removal touches its own row only: never a cache namespace that happens
+            # to share the name (an unsigned cookie can carry any id).
             self.store.destroy(validate_sid(self.namespace))
+            self._loaded = None
+            return
         self.store.delete_prefix(self._prefix)
 
     def keys(self) -> list[Any]:

@@ -21,6 +21,7 @@ for one table of three columns.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import threading
 import time
@@ -31,8 +32,9 @@ import pymssql
 
 from beaker_mssql.config import ConnectionSettings, Settings
 from beaker_mssql.errors import ConnectionFailedError, PoolTimeoutError
+from beaker_mssql.retry import login_is_transient
 
-__all__ = ["BROKEN_NUMBERS", "ConnectionPool", "error_message", "error_number", "is_broken"]
+__all__ = ["BROKEN_NUMBERS", "ConnectionPool", "Lease", "error_message", "error_number", "is_broken"]
 
 # DB-Library numbers meaning the connection is gone or unusable.
 BROKEN_NUMBERS = frozenset({20002, 20003, 20004, 20006, 20009, 20017, 20019, 20020, 20047})
@@ -47,8 +49,6 @@ BROKEN_MESSAGES = (
     "connection reset",
     "server connection timed out",
 )
-# Errors after which running the same idempotent statement again is the right thing to do.
-RETRYABLE_NUMBERS = frozenset({1205, 1222})
 
 
 def error_number(exc: BaseException) -> Optional[int]:
@@ -99,10 +99,71 @@ class PooledConnection:
         self.idle_since = created
 
 
+class Lease:
+    """One checkout of a pooled connection: give it back with :meth:`release`, exactly once.
+
+    Why an object per checkout: an exception can arrive at any bytecode (a ``gevent.Timeout``, a
+    ``KeyboardInterrupt``, an async exception set on the thread), also between ``acquire()``
+    returning and the caller's ``try``, or on entry to ``release()``. A lease that is dropped without
+    having been released gives its slot back from ``__del__`` and closes the connection, whose state
+    is then unknown: a pool slot can never leak, and a half-used connection is never reused.
+    ``connection`` is the caller's only while the lease is out.
+    """
+
+    __slots__ = ("item", "mutex", "out", "owner", "pool")
+
+    def __init__(self, pool: ConnectionPool, item: PooledConnection) -> None:
+        self.pool = pool
+        self.item = item
+        self.out = True
+        self.mutex: Optional[threading.Lock] = None  # set while pinned: serialises use across threads
+        self.owner = 0  # the thread a pinned lease belongs to
+
+    @property
+    def connection(self) -> Any:
+        return self.item.connection
+
+    # The pooled item's clock, for pool_recycle and surplus trimming (tests age connections this way).
+    @property
+    def created(self) -> float:
+        return self.item.created
+
+    @created.setter
+    def created(self, value: float) -> None:
+        self.item.created = value
+
+    @property
+    def idle_since(self) -> float:
+        return self.item.idle_since
+
+    @idle_since.setter
+    def idle_since(self, value: float) -> None:
+        self.item.idle_since = value
+
+    @property
+    def released(self) -> bool:
+        return not self.out
+
+    def release(self, broken: bool = False) -> None:
+        """Give the connection back (closing it when ``broken``); a second call does nothing."""
+        if self.out:
+            self.out = False
+            self.pool._checkin(self.item, broken)
+
+    def __del__(self) -> None:
+        if self.out:
+            self.out = False
+            self.pool._reclaim(self.item)
+
+
 class ConnectionPool:
     """Thread-safe LIFO pool with overflow, recycling and a checkout timeout."""
 
     surplus_idle = 10.0  # seconds an idle connection beyond pool_size is kept
+    # While logins fail, at most one login attempt per this many seconds per pool: the threads in
+    # between get the last failure at once. An outage then costs the server a trickle of logins, not
+    # one per waiting thread per retry (no stampede when it comes back).
+    probe_interval = 0.25
 
     def __init__(
         self,
@@ -127,8 +188,14 @@ class ConnectionPool:
         self._checked_out = 0
         self._waiting = 0  # threads blocked in acquire()
         self._closed = False
+        self._lost: collections.deque[PooledConnection] = collections.deque()
+        self._pins: dict[int, tuple[Lease, int]] = {}  # thread ident -> (pinned lease, depth)
+        self._login_failure: Optional[Exception] = None  # the last failed login while logins fail
+        self._last_login = -1e9
+        self.ever_connected = False
         self._stats = {"connects": 0, "discarded": 0, "recycled": 0, "waits": 0, "wait_time": 0.0,
-                       "checkouts": 0, "timeouts": 0}
+                       "checkouts": 0, "timeouts": 0, "reclaimed": 0, "login_failures": 0,
+                       "logins_skipped": 0}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConnectionPool:
@@ -145,8 +212,10 @@ class ConnectionPool:
         return f"<ConnectionPool {self.settings.describe()} size={self.size} overflow={self.max_overflow}>"
 
     # -- checkout / checkin -------------------------------------------------------------------
-    def acquire(self) -> PooledConnection:
+    def acquire(self) -> Lease:
         """Check a connection out (reusing the most recent idle one, or logging in)."""
+        if self._lost:
+            self._drain_lost()
         deadline: Optional[float] = None
         waited_since: Optional[float] = None
         while True:
@@ -163,7 +232,7 @@ class ConnectionPool:
                         stale = item
                     else:
                         self._checkout_done(waited_since)
-                        return item
+                        return Lease(self, item)
                 elif self._total < self.size + self.max_overflow:
                     self._total += 1
                     self._checkout_done(waited_since)
@@ -192,13 +261,36 @@ class ConnectionPool:
             if stale is not None:
                 _close_quietly(stale.connection)
         try:
-            return PooledConnection(self._login(), time.monotonic())
+            return Lease(self, PooledConnection(self._probe_login(), time.monotonic()))
         except BaseException:
             with self._cond:
                 self._total -= 1
                 self._checked_out -= 1
                 self._cond.notify()
             raise
+
+    def _probe_login(self) -> Any:
+        """Log in, unless logins are failing and another thread tried less than probe_interval ago."""
+        now = time.monotonic()
+        with self._cond:
+            failure = self._login_failure
+            if failure is not None and now - self._last_login < self.probe_interval:
+                self._stats["logins_skipped"] += 1
+                raise type(failure)(*failure.args)
+            self._last_login = now
+        try:
+            connection = self._login()
+        except Exception as exc:
+            with self._cond:
+                # Only an outage is worth rate-limiting; a wrong password is reported to each caller.
+                transient = login_is_transient(error_message(exc), self.ever_connected)
+                self._login_failure = exc if transient else None
+                self._stats["login_failures"] += 1
+            raise
+        with self._cond:
+            self._login_failure = None
+            self.ever_connected = True
+        return connection
 
     def _checkout_done(self, waited_since: Optional[float]) -> None:
         self._checked_out += 1
@@ -218,8 +310,12 @@ class ConnectionPool:
             raise
         return connection
 
-    def release(self, item: PooledConnection, broken: bool = False) -> None:
-        """Return a connection; a broken one (or any, once the pool is closed) is closed instead."""
+    def release(self, lease: Lease, broken: bool = False) -> None:
+        """Return a checked-out connection (same as ``lease.release(broken)``)."""
+        lease.release(broken)
+
+    def _checkin(self, item: PooledConnection, broken: bool) -> None:
+        """Take a connection back; a broken one (or any, once the pool is closed) is closed instead."""
         close = broken
         now = time.monotonic()
         surplus: list[PooledConnection] = []
@@ -247,19 +343,93 @@ class ConnectionPool:
             _close_quietly(item.connection)
         for extra in surplus:
             _close_quietly(extra.connection)
+        if self._lost:
+            self._drain_lost()
+
+    def _reclaim(self, item: PooledConnection) -> None:
+        """A lease died unreleased (see :class:`Lease`): close its connection and free the slot.
+
+        Runs from ``__del__``, possibly while this very thread holds the pool lock, so it never
+        blocks on the lock: when the lock is busy the connection waits in ``_lost`` for the next
+        checkout or checkin.
+        """
+        if self._cond.acquire(blocking=False):
+            try:
+                self._checked_out -= 1
+                self._total -= 1
+                self._stats["reclaimed"] += 1
+                self._cond.notify()
+            finally:
+                self._cond.release()
+            _close_quietly(item.connection)
+        else:
+            self._lost.append(item)
+
+    def _drain_lost(self) -> None:
+        while True:
+            try:
+                item = self._lost.popleft()
+            except IndexError:
+                return
+            self._reclaim(item)
+
+    # -- pinning: one connection kept by a thread (its app locks live in that connection's session) --
+    def pin(self) -> Lease:
+        """Check out a connection for this thread's exclusive use; nested pins share it.
+
+        Every store on this pool then runs this thread's statements on the pinned connection (see
+        :meth:`pinned`), so a thread holding a lock never waits for a second connection of a small
+        pool (which other threads in the same situation could hold: a self-deadlock).
+        """
+        ident = threading.get_ident()
+        with self._cond:
+            entry = self._pins.get(ident)
+            if entry is not None:
+                self._pins[ident] = (entry[0], entry[1] + 1)
+                return entry[0]
+        lease = self.acquire()
+        lease.mutex = threading.Lock()
+        lease.owner = ident
+        with self._cond:
+            self._pins[ident] = (lease, 1)
+        return lease
+
+    def pinned(self) -> Optional[Lease]:
+        """This thread's pinned lease, if it holds one."""
+        if not self._pins:
+            return None
+        entry = self._pins.get(threading.get_ident())
+        return None if entry is None else entry[0]
+
+    def unpin(self, lease: Lease, broken: bool = False) -> None:
+        """Undo one :meth:`pin` of ``lease`` (from any thread); the last one (or ``broken``) returns it."""
+        with self._cond:
+            entry = self._pins.get(lease.owner)
+            if entry is None or entry[0] is not lease:
+                done = True
+            else:
+                depth = entry[1] - 1
+                done = broken or depth <= 0
+                if done:
+                    del self._pins[lease.owner]
+                else:
+                    self._pins[lease.owner] = (lease, depth)
+        if done:
+            lease.release(broken)
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[Any]:
         """``with pool.connection() as conn:`` (discarding it if a broken-connection error escapes)."""
-        item = self.acquire()
-        broken = False
+        lease = self.acquire()
+        broken = True  # anything but a normal exit (or a non-connection error) leaves it in doubt
         try:
-            yield item.connection
-        except BaseException as exc:
+            yield lease.connection
+            broken = False
+        except Exception as exc:
             broken = is_broken(exc)
             raise
         finally:
-            self.release(item, broken=broken)
+            lease.release(broken)
 
     # -- housekeeping -------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

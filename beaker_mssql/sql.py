@@ -9,20 +9,26 @@ Why the ``[sid] = %(sid)s AND [sid] = %(sid)s COLLATE Latin1_General_BIN2`` pair
 predicate can seek the primary key under the table's default (case-insensitive) collation, the
 second makes the match exact. Without it a cookie ``ABC...`` would load the session ``abc...``.
 
-Why the upsert is ``UPDATE ... WITH (UPDLOCK, SERIALIZABLE); IF @@ROWCOUNT = 0 INSERT`` in an
-explicit transaction and not ``MERGE``:
+How a session is saved (see README "How saving works"): a session row is read together with its
+*version*, ``HASHBYTES('SHA2_256', [session])``, computed by the server (so the text's encoding on
+the wire or on disk never matters), and its remaining lifetime by the database clock. The save is a
+single conditional statement, ``UPDATE ... WHERE <exact sid> AND HASHBYTES(...) = <loaded version>``:
+it writes only if the row is still what the request loaded, and otherwise changes nothing. A row
+that did not exist at load is created by ``save_insert``, which revives a dead (expired, unswept) row
+or inserts; a concurrent creator makes it fail with 2627. Correctness rests on single-statement
+atomicity and the primary key only, so it holds without table hints (which Babelfish ignores),
+under RCSI (Azure SQL: an UPDATE checks its predicate against the latest committed row), on
+memory-optimized tables (which refuse ``UPDLOCK``), and with no ``MERGE`` (Babelfish has none).
 
-* Babelfish for PostgreSQL has no ``MERGE`` (and ignores table hints), while this shape works there;
-* ``UPDLOCK, SERIALIZABLE`` takes a key-range lock on SQL Server, so two concurrent first saves of
-  the same sid serialize instead of both inserting (it also holds under RCSI, which Azure SQL has on);
-* ``SET XACT_ABORT ON`` makes a primary-key violation (2627) roll the whole transaction back and
-  abort the batch, so nothing is left half-done. A 2627 can still happen where the hints are
-  ignored (Babelfish) or when a row exists whose sid differs only by letter case (the BIN2 update
-  finds nothing, the case-insensitive key collides). The store then runs the batch once more: in
-  the first case it now updates; if it still gets 2627 the sid collides by case with another user's
-  row, and the store raises :class:`~beaker_mssql.errors.SidCaseConflictError` rather than
-  overwrite it;
-* ``SET NOCOUNT ON`` keeps the batch to one result-free round trip.
+No statement changes a session option (``SET NOCOUNT``, ``SET XACT_ABORT``...) or opens a
+transaction it might leave open: a pooled connection leaves every statement as it came in,
+whatever happened to the statement.
+
+The cache upsert (``set``) is ``UPDATE; IF @@ROWCOUNT = 0 INSERT``: a concurrent insert of the same
+key makes it fail with 2627 and the store runs it again (it then updates). A 2627 on the second run
+means a row whose sid differs only by letter case exists (the BIN2 update finds nothing, the
+case-insensitive key collides): :class:`~beaker_mssql.errors.SidCaseConflictError`, never an
+overwrite of that row.
 
 Expiry is ``DATEADD(second, %(ttl)s, NOW)`` where NOW is ``GETUTCDATE()`` (``use_utc``, the default)
 or ``GETDATE()``; ``datetime`` keeps no time zone, so readers and writers must agree on one. A cache
@@ -51,6 +57,8 @@ __all__ = [
 ]
 
 NO_EXPIRY_SECONDS = 2_147_483_647
+# A row's version: computed by the server from the stored text (Babelfish has sys.hashbytes too).
+VERSION = "HASHBYTES('SHA2_256', [session])"
 
 APPLOCK_SQL = (
     "DECLARE @result int;\n"
@@ -79,8 +87,10 @@ class Statements:
     table: TableName
     use_utc: bool
     now: str
-    get: str  # sid
-    set: str  # sid, data, ttl
+    get: str  # sid -> session, version, seconds left
+    set: str  # sid, data, ttl (unconditional upsert: caches, MSSQLStore.set)
+    save_update: str  # sid, data, ttl, version (conditional: only if the row is unchanged)
+    save_insert: str  # sid, data, ttl (create, or revive an expired row; 2627 if a live one exists)
     touch: str  # sid, ttl
     destroy: str  # sid
     length: str
@@ -109,16 +119,24 @@ def statements_for(table: TableName, use_utc: bool = True) -> Statements:
         table=table,
         use_utc=use_utc,
         now=now,
-        get=f"SELECT [session] FROM {t} WHERE {exact} AND [expires] > {now}",
+        get=(
+            f"SELECT [session], {VERSION}, DATEDIFF(second, {now}, [expires]) "
+            f"FROM {t} WHERE {exact} AND [expires] > {now}"
+        ),
         set=(
-            "SET NOCOUNT ON; SET XACT_ABORT ON;\n"
-            "BEGIN TRANSACTION;\n"
-            f"UPDATE {t} WITH (UPDLOCK, SERIALIZABLE) SET [session] = %(data)s, [expires] = {expires}\n"
-            f"  WHERE {exact};\n"
+            f"UPDATE {t} SET [session] = %(data)s, [expires] = {expires} WHERE {exact};\n"
             "IF @@ROWCOUNT = 0\n"
-            f"    INSERT INTO {t} ([sid], [session], [expires]) VALUES (%(sid)s, %(data)s, {expires});\n"
-            "COMMIT TRANSACTION;\n"
-            "SET NOCOUNT OFF;"
+            f"    INSERT INTO {t} ([sid], [session], [expires]) VALUES (%(sid)s, %(data)s, {expires});"
+        ),
+        save_update=(
+            f"UPDATE {t} SET [session] = %(data)s, [expires] = {expires} "
+            f"WHERE {exact} AND {VERSION} = %(version)s"
+        ),
+        save_insert=(
+            f"UPDATE {t} SET [session] = %(data)s, [expires] = {expires}\n"
+            f"  WHERE {exact} AND [expires] <= {now};\n"
+            "IF @@ROWCOUNT = 0\n"
+            f"    INSERT INTO {t} ([sid], [session], [expires]) VALUES (%(sid)s, %(data)s, {expires});"
         ),
         touch=f"UPDATE {t} SET [expires] = {expires} WHERE {exact} AND [expires] > {now}",
         destroy=f"DELETE FROM {t} WHERE {exact}",

@@ -5,16 +5,26 @@ One row per session: ``[sid]`` (the id), ``[session]`` (text: see :mod:`beaker_m
 is one statement (``clear``/``destroy_expired`` loop in batches) and nothing connects before the
 first method call.
 
-Failures raise subclasses of :class:`~beaker_mssql.errors.MSSQLStoreError`. Idempotent methods are
-retried ``retries`` times when the connection broke or the server chose them as a deadlock victim
-(1205) or timed out on a lock (1222); the broken connection is discarded.
+Failures raise subclasses of :class:`~beaker_mssql.errors.MSSQLStoreError`. What is retried is
+decided by :mod:`beaker_mssql.retry`: a transient failure is retried up to ``retries`` times within
+``retry_budget`` seconds, with jittered backoff. Reads and deletes are simply run again. A write is
+re-sent as is only when its failure was *definite* (the server rolled it back); after an *ambiguous*
+failure (the connection broke, so it may have committed) the session save re-reads the row and
+re-applies only what cannot undo a later write by someone else (see :meth:`MSSQLStore.save`), and
+the unconditional :meth:`MSSQLStore.set` is not re-sent at all.
+
+A connection whose call was interrupted by anything but a server error (a timeout exception of
+gevent, ``KeyboardInterrupt``, an async exception) is in an unknown state and is closed, never
+returned to the pool.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import threading
+import time
 from typing import Any, Callable, Optional, TypeVar
 
 import pymssql
@@ -27,29 +37,35 @@ from beaker_mssql.errors import (
     InvalidSessionId,
     LockNotGrantedError,
     MSSQLStoreError,
+    SaveConflictError,
     SidCaseConflictError,
     TableMissingError,
+    WriteOutcomeUnknownError,
     server_message,
     sqlserver_equivalent,
 )
 from beaker_mssql.events import Events, logger, security_logger, short_sid
 from beaker_mssql.payload import CacheSerializer
-from beaker_mssql.pool import (
-    RETRYABLE_NUMBERS,
-    ConnectionPool,
-    PooledConnection,
-    error_message,
-    error_number,
-    is_broken,
-)
+from beaker_mssql.pool import ConnectionPool, Lease, error_message, error_number, is_broken
+from beaker_mssql.retry import READ_ONLY_NUMBERS, Backoff, Outcome, classify, login_is_transient
 from beaker_mssql.sql import NO_EXPIRY_SECONDS, create_table_sql, escape_like, statements_for
 from beaker_mssql.sweeper import Sweeper, sweeper_for
 
-__all__ = ["MSSQLStore", "validate_sid"]
+__all__ = ["Loaded", "MSSQLStore", "SaveResult", "validate_sid"]
 
 T = TypeVar("T")
 MAX_SID_LENGTH = 255
 _LOGIN_FAILED = frozenset({18456, 18452, 18470, 18486, 18487, 18488, 4060})
+# Merge rounds of one save when other writers keep changing the row in between. From the third
+# round on the save holds a per-session app lock, so rounds are bounded by lock waits, not luck.
+SAVE_ROUNDS = 100
+# DB-Library errors whose message pymssql often leaves empty: words for them.
+_DBLIB_TEXT = {
+    20003: "the server did not answer within query_timeout",
+    20047: "the connection is dead (its previous request timed out or was cut)",
+    20006: "writing to the server failed",
+    20004: "reading from the server failed",
+}
 
 # (connection, table) pairs whose CREATE TABLE already ran in this process.
 _created_tables: set[object] = set()
@@ -102,20 +118,60 @@ def _check_ttl(ttl: object) -> int:
     return ttl
 
 
-class _CaseConflict(Exception):
-    """Internal: the upsert hit 2627 twice."""
+class _Conflict(Exception):
+    """Internal: the conditional save changed nothing, or the insert met an existing row (2627)."""
+
+
+class _Ambiguous(Exception):
+    """Internal: a write failed in a way that leaves its outcome unknown (it may have committed)."""
+
+    def __init__(self, error: MSSQLStoreError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@dataclasses.dataclass(frozen=True)
+class Loaded:
+    """A session row as one request loaded it: what the save needs to write safely later.
+
+    ``text`` is None when there was no live row. ``version`` is the server's hash of the text, and
+    ``remaining`` the row's seconds to live by the database clock (how fresh it is).
+    """
+
+    text: Optional[str]
+    version: Optional[bytes] = None
+    remaining: Optional[int] = None
+
+
+ABSENT = Loaded(None)
+
+# merge(current_text, ambiguous) -> the text to write over the current row, or None (cannot merge).
+Merge = Callable[[str, bool], Optional[str]]
+
+
+class SaveResult:
+    """What :meth:`MSSQLStore.save` did (plain strings, for logs and tests)."""
+
+    SAVED = "saved"  # written as given (the row was still what the request loaded)
+    MERGED = "merged"  # written after merging with another writer's change
+    DELETED_MEANWHILE = "deleted-meanwhile"  # the row was deleted since the load: not re-created
 
 
 class AppLock:
-    """A held ``sp_getapplock`` lock (owner: the session of the connection that holds it)."""
+    """A held ``sp_getapplock`` lock (owner: the session of the connection that holds it).
 
-    def __init__(self, store: MSSQLStore, resource: str) -> None:
+    The lock lives in one pooled connection, pinned to the acquiring thread until released. It can
+    be released from any thread: the release is sent on that same connection.
+    """
+
+    def __init__(self, store: MSSQLStore, resource: str, lease: Lease) -> None:
         self.store = store
         self.resource = resource
+        self.lease = lease
         self.held = True
 
     def release(self) -> None:
-        """Release the lock and unpin this thread's connection; a second call does nothing."""
+        """Release the lock and unpin its connection; a second call does nothing."""
         if self.held:
             self.held = False
             self.store._release_applock(self)
@@ -142,7 +198,7 @@ class MSSQLStore:
         self._owns_pool = pool is None
         self.pool = pool or ConnectionPool.from_settings(settings)
         self.pool.connect_listeners.append(self._connected)
-        self._local = threading.local()
+        self._backoff = Backoff()
         self._closed = False
         self._sweeper: Optional[Sweeper] = None
         self._sweeper_lock = threading.Lock()
@@ -153,12 +209,125 @@ class MSSQLStore:
     # -- public API ---------------------------------------------------------------------------
     def get(self, sid: str) -> Optional[str]:
         """The column text of the live row ``sid`` (exact, case-sensitive match), or None."""
+        return self.load(sid).text
+
+    def load(self, sid: str) -> Loaded:
+        """The live row ``sid`` with its version and remaining lifetime (one round trip)."""
         validate_sid(sid)
         row = self._run("get", lambda cur: _fetchone(cur, self.statements.get, {"sid": sid}))
-        return None if row is None else str(row[0])
+        if row is None:
+            return ABSENT
+        return Loaded(str(row[0]), bytes(row[1]), int(row[2]))
+
+    def save(
+        self,
+        sid: str,
+        data: str,
+        loaded: Optional[Loaded] = None,
+        ttl: Optional[int] = None,
+        merge: Optional[Merge] = None,
+    ) -> str:
+        """Write ``data`` for ``sid`` unless that would undo another writer's change; one round trip.
+
+        ``loaded`` is what this request read (:meth:`load`); None or an absent row means the row is
+        to be created. The write succeeds only if the row is still as loaded. Otherwise the row is
+        read again and ``merge(current_text, ambiguous)`` combines this request's change with the
+        other writer's (None: cannot merge, this request's data wins). If the row was deleted
+        meanwhile (a logout), nothing is written: a deleted session is never brought back.
+
+        After a failure that leaves the outcome unknown, the row is read again: if it holds
+        ``data`` the save had committed; if it holds what was loaded it is sent again; if another
+        writer changed it, only a merge that keeps their values (``ambiguous=True``) is written.
+        Returns a :class:`SaveResult` value.
+        """
+        validate_sid(sid)
+        if not isinstance(data, str):
+            raise TypeError(f"session data must be a str, got {type(data).__name__}")
+        ttl = _check_ttl(self.settings.ttl if ttl is None else ttl)
+        version = None if loaded is None else loaded.version
+        exists = loaded is not None and loaded.text is not None
+        text = data
+        result = SaveResult.SAVED
+        ambiguous = False
+        deadline = time.monotonic() + self.settings.retry_budget
+        lock: Optional[AppLock] = None
+        try:
+            for rounds in range(1, SAVE_ROUNDS + 1):
+                if rounds > 2 and time.monotonic() > deadline:
+                    break
+                if rounds == 2 and lock is None:
+                    # Another writer got in first: queue for the row (a per-session app lock,
+                    # granted in arrival order) instead of racing the other losers again.
+                    wait_ms = int(max(0.0, deadline - time.monotonic()) * 1000)
+                    lock = self.acquire_applock("save:" + sid, timeout_ms=wait_ms)
+                    if lock is None:
+                        break
+                try:
+                    self._run("save", self._save_operation(sid, text, ttl, version if exists else None),
+                              write=True)
+                    return result
+                except _Conflict:
+                    pass
+                except _Ambiguous as unknown:
+                    ambiguous = True
+                    logger.warning("beaker_mssql: save of session %s may or may not have committed (%s); "
+                                   "reading the row to decide", short_sid(sid), unknown.error)
+                current = self.load(sid)
+                if current.text is None:
+                    if exists:
+                        logger.info("beaker_mssql: session %s was deleted since this request loaded it; "
+                                    "not saving it again", short_sid(sid))
+                        return SaveResult.DELETED_MEANWHILE
+                    if not ambiguous:
+                        raise self._case_conflict(sid)
+                    continue  # our first save of a new row may not have committed: insert again
+                if ambiguous and current.text == text:
+                    return result  # the lost reply was for a committed save
+                if ambiguous and current.version == version:
+                    continue  # nobody wrote since the load and ours did not commit: send it again
+                merged = merge(current.text, ambiguous) if merge is not None else None
+                if merged is None:
+                    if ambiguous:
+                        error = SaveConflictError(
+                            f"save of session {short_sid(sid)} on {self.settings.table.quoted}: the "
+                            "connection broke mid-save and another request has written the row since; its "
+                            "data cannot be merged, so this save is abandoned rather than overwrite that "
+                            "write", None, "save")
+                        self.events.emit("session_error", error, "save")
+                        raise error
+                    merged = data  # opaque data (encrypted, custom serializer): the last writer wins
+                exists, version, text, result = True, current.version, merged, SaveResult.MERGED
+                ambiguous = False
+        finally:
+            if lock is not None:
+                lock.release()
+        error = SaveConflictError(
+            f"save of session {short_sid(sid)} on {self.settings.table.quoted}: other requests changed the "
+            f"row in every merge round within retry_budget; not saved", None, "save")
+        self.events.emit("session_error", error, "save")
+        raise error
+
+    def _save_operation(
+        self, sid: str, text: str, ttl: int, version: Optional[bytes]
+    ) -> Callable[[Any], None]:
+        """The conditional update (``version`` given) or the insert, raising _Conflict when refused."""
+        if version is None:
+            params: dict[str, Any] = {"sid": sid, "data": text, "ttl": ttl}
+            return lambda cur: _insert(cur, self.statements.save_insert, params)
+        params = {"sid": sid, "data": text, "ttl": ttl, "version": version}
+
+        def update(cur: Any) -> None:
+            if _rowcount(cur, self.statements.save_update, params) != 1:
+                raise _Conflict()
+
+        return update
 
     def set(self, sid: str, data: str, ttl: Optional[int] = None) -> None:
-        """Insert or replace ``sid`` with ``data``, expiring ``ttl`` seconds from now (one round trip)."""
+        """Insert or replace ``sid`` with ``data``, expiring ``ttl`` seconds from now (one round trip).
+
+        Unconditional (the last writer wins): used for cache values. After a failure that leaves
+        the outcome unknown it is not re-sent (it could overwrite a later write); the error is raised.
+        """
         validate_sid(sid)
         if not isinstance(data, str):
             raise TypeError(f"session data must be a str, got {type(data).__name__}")
@@ -167,32 +336,37 @@ class MSSQLStore:
 
         def upsert(cur: Any) -> None:
             try:
-                cur.execute(sql, params)
-            except pymssql.IntegrityError as exc:
-                if error_number(exc) != 2627:
-                    raise
-                # XACT_ABORT rolled the batch back; once more (it now updates, unless case-conflict).
-                try:
-                    cur.execute(sql, params)
-                except pymssql.IntegrityError as again:
-                    if error_number(again) != 2627:
-                        raise
-                    raise _CaseConflict() from again
+                _insert(cur, sql, params)
+            except _Conflict:
+                # Another writer inserted between our UPDATE and INSERT: once more (now it updates).
+                _insert(cur, sql, params)
 
         try:
-            self._run("set", upsert)
-        except _CaseConflict:
-            security_logger.warning(
-                "refused to save session %s: a row whose id differs only by letter case exists in %s",
-                short_sid(sid), self.settings.table.quoted,
-            )
-            error = SidCaseConflictError(
-                f"cannot save session {short_sid(sid)}: table {self.settings.table.quoted} holds a row whose "
-                "id differs only by letter case (the column's collation is case-insensitive); "
-                "not overwriting another session"
-            )
+            self._run("set", upsert, write=True)
+        except _Conflict:
+            raise self._case_conflict(sid) from None
+        except _Ambiguous as unknown:
+            if self.get(sid) == data:
+                return  # the reply was lost, the write was not
+            error = WriteOutcomeUnknownError(
+                f"set of {short_sid(sid)} on {self.settings.table.quoted}: {unknown.error}; the row does not "
+                "show whether it was written, and it was not sent again (that could overwrite a later write)",
+                getattr(unknown.error, "number", None), "set")
             self.events.emit("session_error", error, "set")
             raise error from None
+
+    def _case_conflict(self, sid: str) -> SidCaseConflictError:
+        security_logger.warning(
+            "refused to save session %s: a row whose id differs only by letter case exists in %s",
+            short_sid(sid), self.settings.table.quoted,
+        )
+        error = SidCaseConflictError(
+            f"cannot save session {short_sid(sid)}: table {self.settings.table.quoted} holds a row whose "
+            "id differs only by letter case (the column's collation is case-insensitive); "
+            "not overwriting another session"
+        )
+        self.events.emit("session_error", error, "set")
+        return error
 
     def touch(self, sid: str, ttl: Optional[int] = None) -> bool:
         """Push the expiry of a live row to ``ttl`` seconds from now. False if there is none."""
@@ -201,9 +375,20 @@ class MSSQLStore:
         return self._run("touch", lambda cur: _rowcount(cur, self.statements.touch, params)) > 0
 
     def destroy(self, sid: str) -> bool:
-        """Delete ``sid``. False if there was no such row."""
+        """Delete ``sid``. False if there was no such row.
+
+        Retried after a broken connection; if the first attempt may have deleted the row, the
+        retry finding nothing still reports True (the row is gone either way).
+        """
         validate_sid(sid)
-        return self._run("destroy", lambda cur: _rowcount(cur, self.statements.destroy, {"sid": sid})) > 0
+        tried: list[bool] = []
+
+        def delete(cur: Any) -> int:
+            tried.append(True)
+            return _rowcount(cur, self.statements.destroy, {"sid": sid})
+
+        deleted = self._run("destroy", delete)
+        return deleted > 0 or len(tried) > 1
 
     def length(self) -> int:
         """The number of live rows."""
@@ -351,39 +536,47 @@ class MSSQLStore:
         """Take the exclusive app lock ``name`` (waiting up to ``timeout_ms``); None if not granted.
 
         The lock belongs to the connection's session, so the connection stays pinned to this
-        thread (and is used by this thread's other store calls) until :meth:`AppLock.release`.
-        If the process dies, the server drops the session and with it the lock.
+        thread (and serves this thread's other calls on any store of the same pool) until
+        :meth:`AppLock.release`. If the process dies, the server drops the session and the lock.
+        If the call is interrupted, the connection is closed: the server then drops a lock it
+        may have granted meanwhile, instead of an idle pooled connection holding it.
         """
         resource = self._lock_resource(name)
         params = {"resource": resource, "timeout_ms": int(timeout_ms)}
-        self._pin()
+        lease = self._pin()
         try:
             row = self._run(
-                "applock", lambda cur: _fetchone(cur, self.statements.getapplock, params), idempotent=False
+                "applock", lambda cur: _fetchone(cur, self.statements.getapplock, params), write=True
             )
+        except _Ambiguous as unknown:
+            self.pool.unpin(lease, broken=True)
+            raise unknown.error from None
         except BaseException:
-            self._unpin()
+            self.pool.unpin(lease)  # a no-op when _run already discarded the interrupted connection
             raise
         result = int(row[0]) if row and row[0] is not None else None
         if result is None or result < 0:
-            self._unpin()
+            self.pool.unpin(lease)
             # -1: not granted in time. Babelfish answers -999 where SQL Server answers -1 when
             # @LockTimeout = 0 finds the lock held (measured on Babelfish 4.3, issue 9).
             if result == -1 or (result == -999 and int(timeout_ms) == 0):
                 return None
             raise LockNotGrantedError(f"sp_getapplock on {resource!r} returned {result}")
-        return AppLock(self, resource)
+        return AppLock(self, resource, lease)
 
     def _release_applock(self, lock: AppLock) -> None:
+        lease = lock.lease
         params = {"resource": lock.resource}
+        ok = False
         try:
-            if getattr(self._local, "pinned", None) is not None:
-                self._run(
-                    "applock", lambda cur: _fetchone(cur, self.statements.releaseapplock, params),
-                    idempotent=False,
-                )
+            if not lease.released:
+                self._on_lease(lease, "applock",
+                               lambda cur: _fetchone(cur, self.statements.releaseapplock, params))
+            ok = True
         finally:
-            self._unpin()
+            # A release that did not complete leaves the lock in doubt: close the connection, so the
+            # server drops the lock with its session.
+            self.pool.unpin(lease, broken=not ok)
 
     def _lock_resource(self, name: str) -> str:
         resource = f"beaker_mssql:{self.settings.table.schema}.{self.settings.table.name}:{name}"
@@ -392,25 +585,18 @@ class MSSQLStore:
             resource = resource[:180] + "~" + digest
         return resource
 
-    def _pin(self) -> PooledConnection:
-        """Check out a connection for this thread's exclusive use (nested pins share it)."""
-        local = self._local
-        if getattr(local, "pinned", None) is None:
-            local.pinned = self._acquire("applock")
-            local.depth = 0
-        local.depth += 1
-        return local.pinned  # type: ignore[no-any-return]
-
-    def _unpin(self, broken: bool = False) -> None:
-        local = self._local
-        item = getattr(local, "pinned", None)
-        if item is None:
-            return
-        local.depth -= 1
-        if broken or local.depth <= 0:
-            local.pinned = None
-            local.depth = 0
-            self.pool.release(item, broken=broken)
+    def _pin(self) -> Lease:
+        """Pin a connection to this thread (nested pins share it); failures fire the usual hooks."""
+        try:
+            return self.pool.pin()
+        except pymssql.Error as exc:
+            self.events.emit("error", exc, "applock")
+            error = self._translate(exc, "applock", login=True)
+            self.events.emit("session_error", error, "applock")
+            raise error from exc
+        except MSSQLStoreError as exc:  # e.g. PoolTimeoutError
+            self.events.emit("session_error", exc, "applock")
+            raise
 
     # -- machinery ----------------------------------------------------------------------------
     def _connected(self, connection: Any) -> None:
@@ -425,19 +611,6 @@ class MSSQLStore:
             },
         )
 
-    def _acquire(self, method: str) -> PooledConnection:
-        """A connection held outside :meth:`_run` (app locks); failures fire the same hooks."""
-        try:
-            return self.pool.acquire()
-        except pymssql.Error as exc:
-            self.events.emit("error", exc, method)
-            error = self._translate(exc, method, login=True)
-            self.events.emit("session_error", error, method)
-            raise error from exc
-        except MSSQLStoreError as exc:  # e.g. PoolTimeoutError
-            self.events.emit("session_error", exc, method)
-            raise
-
     def _prepare(self) -> None:
         """First-use work: CREATE TABLE (if asked, once per process) and starting the sweeper."""
         if self._closed:
@@ -449,65 +622,100 @@ class MSSQLStore:
                 if self._sweeper is None and not self._closed:
                     self._sweeper = sweeper_for(self)
 
+    def _on_lease(self, lease: Lease, method: str, operation: Callable[[Any], T]) -> T:
+        """Run ``operation`` on a pinned lease, serialised with other threads' use of it."""
+        mutex = lease.mutex
+        assert mutex is not None
+        with mutex:
+            cursor = lease.connection.cursor()
+            try:
+                return operation(cursor)
+            finally:
+                with contextlib.suppress(Exception):
+                    cursor.close()
+
     def _run(
-        self, method: str, operation: Callable[[Any], T], idempotent: bool = True, prepare: bool = True
+        self, method: str, operation: Callable[[Any], T], write: bool = False, prepare: bool = True
     ) -> T:
-        """Run ``operation(cursor)`` on a pooled connection, with the retry and error policy."""
+        """Run ``operation(cursor)`` on a pooled connection, with the retry and error policy.
+
+        ``write``: the operation must not be re-sent after an ambiguous failure; :class:`_Ambiguous`
+        is raised instead, for the caller to decide.
+        """
         if prepare:
             self._prepare()
-        attempt = 0
+        settings = self.settings
+        deadline = time.monotonic() + settings.retry_budget
+        attempt = logins = 0
         while True:
-            pinned: Optional[PooledConnection] = getattr(self._local, "pinned", None)
-            item: Optional[PooledConnection] = pinned
+            pinned = self.pool.pinned()
+            lease: Optional[Lease] = None
+            sent = False
             try:
-                if item is None:
-                    item = self.pool.acquire()
-                cursor = item.connection.cursor()
+                if pinned is not None and not pinned.released:
+                    sent = True
+                    return self._on_lease(pinned, method, operation)
+                pinned = None
+                lease = self.pool.acquire()
+                cursor = lease.connection.cursor()
+                sent = True
                 try:
                     result = operation(cursor)
                 finally:
                     with contextlib.suppress(Exception):
                         cursor.close()
+                lease.release()
+                return result
             except pymssql.Error as exc:
-                login_failed = item is None
-                broken = is_broken(exc) or login_failed
-                if item is not None:
-                    if pinned is not None:
-                        if broken:
-                            logger.warning(
-                                "beaker_mssql: the connection holding this thread's app locks broke; "
-                                "the locks are released by the server"
-                            )
-                            self._unpin(broken=True)
-                    else:
-                        self.pool.release(item, broken=broken)
                 number = error_number(exc)
-                # A failed login is never retried: pymssql may report a stale error number for it
-                # (it keeps the most severe login error of the process), and retrying a wrong
-                # password only feeds account-lockout policies.
-                retryable = not login_failed and (broken or number in RETRYABLE_NUMBERS)
+                broken = is_broken(exc) or not sent or number in READ_ONLY_NUMBERS
+                if lease is not None:
+                    lease.release(broken)
+                elif pinned is not None and broken:
+                    logger.warning("beaker_mssql: the connection holding this thread's app locks broke; "
+                                   "the server releases the locks with it")
+                    self.pool.unpin(pinned, broken=True)
                 self.events.emit("error", exc, method)
-                if idempotent and retryable and pinned is None and attempt < self.settings.retries:
-                    attempt += 1
-                    logger.info(
-                        "beaker_mssql: %s failed with error %s (%s); retry %d of %d",
-                        method, number, "connection broken" if broken else "transient",
-                        attempt, self.settings.retries,
-                    )
-                    continue
-                error = self._translate(exc, method, login=login_failed)
+                if not sent:  # the login failed: nothing reached the server
+                    transient = login_is_transient(error_message(exc), self.pool.ever_connected)
+                    retry = pinned is None and transient
+                    outcome = Outcome.AMBIGUOUS
+                    logins += 1
+                    tries = logins
+                else:
+                    outcome = classify(number, broken)
+                    if write and outcome is Outcome.AMBIGUOUS:
+                        raise _Ambiguous(self._translate(exc, method)) from exc
+                    retry = outcome is not Outcome.PERMANENT and pinned is None and attempt < settings.retries
+                    if retry:
+                        attempt += 1
+                    tries = attempt
+                if retry:
+                    delay = self._backoff.delay(tries, outcome)
+                    if time.monotonic() + delay < deadline:
+                        logger.info(
+                            "beaker_mssql: %s failed with error %s (%s); retry %d in %.0f ms",
+                            method, number, "login" if not sent else outcome.value, tries, delay * 1000,
+                        )
+                        if delay:
+                            time.sleep(delay)
+                        continue
+                error = self._translate(exc, method, login=not sent)
                 self.events.emit("session_error", error, method)
                 raise error from exc
+            except (_Conflict, _Ambiguous):
+                if lease is not None:
+                    lease.release()
+                raise
             except BaseException as exc:
-                if item is not None and pinned is None:
-                    self.pool.release(item)
+                # Interrupted mid-call (or a bug): the connection's state is unknown; close it.
+                if lease is not None:
+                    lease.release(broken=True)
+                elif pinned is not None:
+                    self.pool.unpin(pinned, broken=True)
                 if isinstance(exc, MSSQLStoreError):  # e.g. PoolTimeoutError
                     self.events.emit("session_error", exc, method)
                 raise
-            else:
-                if pinned is None:
-                    self.pool.release(item)
-                return result
 
     def _translate(self, exc: BaseException, method: str, login: bool = False) -> MSSQLStoreError:
         """A pymssql exception -> our error with a message that says what happened (no password)."""
@@ -518,6 +726,8 @@ class MSSQLStore:
         if password:
             message = message.replace(password, "***")
         message = " ".join(message.split())
+        if number in _DBLIB_TEXT and (not message or message == str(number)):
+            message = _DBLIB_TEXT[number]
         where = self.settings.connection.describe()
         table = self.settings.table.quoted
         if equivalent == 208 and not login:
@@ -559,8 +769,11 @@ class MSSQLStore:
 
 
 def _fetchone(cur: Any, sql: str, params: Optional[dict[str, Any]]) -> Any:
+    """The first row, with the result read to its end: an unread result would cost the next
+    statement an attention (a cancel exchange) to discard it."""
     cur.execute(sql, params)
-    return cur.fetchone()
+    rows = cur.fetchall()
+    return rows[0] if rows else None
 
 
 def _fetchall(cur: Any, sql: str, params: Optional[dict[str, Any]]) -> list[Any]:
@@ -571,3 +784,13 @@ def _fetchall(cur: Any, sql: str, params: Optional[dict[str, Any]]) -> list[Any]
 def _rowcount(cur: Any, sql: str, params: Optional[dict[str, Any]]) -> int:
     cur.execute(sql, params)
     return int(cur.rowcount)
+
+
+def _insert(cur: Any, sql: str, params: dict[str, Any]) -> None:
+    """Run an insert-or-revive batch; a primary-key collision (2627) becomes :class:`_Conflict`."""
+    try:
+        cur.execute(sql, params)
+    except pymssql.IntegrityError as exc:
+        if error_number(exc) != 2627:
+            raise
+        raise _Conflict() from exc

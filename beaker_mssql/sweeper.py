@@ -12,6 +12,9 @@ web app with many workers and many namespace managers still runs one sweeper per
   5,000-lock escalation threshold) until a batch comes back short.
 * ``pre_remove_callback()`` runs first; if it raises, the sweep is skipped and the error reported.
   ``auto_remove_callback(error_or_None, deleted_count)`` is called exactly once per run.
+* Several stores on one table (different options, same login and table) share the thread: it runs
+  at the shortest of their ``auto_remove_interval``s with the smallest batch size, and every store's
+  own ``pre_remove_callback`` and ``auto_remove_callback`` are called for every run.
 * A failing run is logged and reported; the thread keeps going. ``store.close()`` and an atexit
   hook stop it.
 
@@ -77,6 +80,7 @@ class Sweeper:
         with self._lock:
             if store not in self._stores:
                 self._stores.append(store)
+                self.interval = min(self.interval, float(store.settings.auto_remove_interval))
 
     def remove_store(self, store: SweptStore) -> None:
         """Forget ``store``; the last one leaving stops the thread."""
@@ -119,26 +123,30 @@ class Sweeper:
 
     # -- one sweep ----------------------------------------------------------------------------
     def run_once(self) -> Optional[int]:
-        """Sweep now. Returns the rows deleted, or None when skipped (another process sweeps, or
+        """Sweep now. Returns the rows deleted, or None when skipped (another process sweeps, or a
         ``pre_remove_callback`` refused)."""
-        store = self.store
-        if store is None:
+        with self._lock:
+            stores = list(self._stores)
+        if not stores:
             return None
+        store = stores[0]
         settings = store.settings
         self.runs += 1
         deleted = 0
         error: Optional[BaseException] = None
         skipped = False
         try:
-            if settings.pre_remove_callback is not None:
-                settings.pre_remove_callback()
+            for each in stores:
+                if each.settings.pre_remove_callback is not None:
+                    each.settings.pre_remove_callback()
             lock = store.acquire_applock(SWEEP_LOCK, timeout_ms=0)
             if lock is None:
                 skipped = True
                 logger.debug("beaker_mssql: another process is sweeping %s; skipping", settings.table.quoted)
             else:
                 try:
-                    deleted = store.destroy_expired(settings.auto_remove_batch_size)
+                    batch = min(each.settings.auto_remove_batch_size for each in stores)
+                    deleted = store.destroy_expired(batch)
                 finally:
                     lock.release()
                 logger.info("beaker_mssql: removed %d expired rows from %s", deleted, settings.table.quoted)
@@ -147,9 +155,14 @@ class Sweeper:
             skipped = True
             logger.warning("beaker_mssql: expired-row sweep of %s failed: %s", settings.table.quoted, exc)
             store.events.emit("error", exc, "auto_remove")
-        if settings.auto_remove_callback is not None:
+        called: set[int] = set()
+        for each in stores:
+            callback = each.settings.auto_remove_callback
+            if callback is None or id(callback) in called:
+                continue
+            called.add(id(callback))
             try:
-                settings.auto_remove_callback(error, deleted)
+                callback(error, deleted)
             except Exception:
                 logger.exception("beaker_mssql: auto_remove_callback failed")
         return None if skipped else deleted

@@ -49,3 +49,13 @@ def scratch_table(mssql_server: Any) -> Iterator[str]:
         yield name
     finally:
         mssql_server.execute(drop_table_sql(parse_table_name(name)))
+
+
+@pytest.fixture(autouse=True)
+def _close_shared_stores() -> Iterator[None]:
+    """Close the process-wide stores and pools Beaker's namespace managers created during a test, so
+    no connection of one test is still open (or counted by the stand-in) in the next."""
+    yield
+    from beaker_mssql.namespace import close_all
+
+    close_all()

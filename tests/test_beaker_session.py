@@ -208,17 +208,21 @@ def test_cookie_differing_by_case_does_not_load(mssql_server, mssql_url, mssql_t
     assert attacker.get("/").json["value"] is None
 
 
-def test_hot_path_round_trips(standin, mssql_table):
-    web = make_app(standin.url, mssql_table)
+@pytest.mark.parametrize(("touch_interval", "read_only_exchanges"), [(None, 1), (0, 2)])
+def test_hot_path_round_trips(standin, mssql_table, touch_interval, read_only_exchanges):
+    """Exchanges (requests + attentions) per request: 2 to modify; 1 to read (2 with touch_interval=0)."""
+    options = {} if touch_interval is None else {"touch_interval": touch_interval}
+    web = make_app(standin.url, mssql_table, **options)
     web.get("/set", "x")
     web.get("/set", "y")  # warm-up: pool filled, statements cached
     standin.reset_stats()
     web.get("/set", "z")  # load + save of an existing session
     stats = standin.stats()
-    assert stats["requests"] == 2 and stats["logins"] == 0
+    assert stats["requests"] + stats["attentions"] == 2 and stats["logins"] == 0
     standin.reset_stats()
-    web.get("/")  # read-only request still saves the access time
-    assert standin.stats()["requests"] == 2
+    web.get("/")  # read-only: the access time is saved only when the row is older than touch_interval
+    stats = standin.stats()
+    assert stats["requests"] + stats["attentions"] == read_only_exchanges and stats["attentions"] == 0
 
 
 def test_namespace_manager_construction_is_cheap(standin, mssql_table):

@@ -23,29 +23,38 @@ def test_now_function():
 def test_get_is_exact_and_live():
     s = statements_for(parse_table_name("dbo.sessions"))
     assert s.get == (
-        "SELECT [session] FROM [dbo].[sessions] WHERE [sid] = %(sid)s AND [sid] = %(sid)s "
+        "SELECT [session], HASHBYTES('SHA2_256', [session]), DATEDIFF(second, GETUTCDATE(), [expires]) "
+        "FROM [dbo].[sessions] WHERE [sid] = %(sid)s AND [sid] = %(sid)s "
         "COLLATE Latin1_General_BIN2 AND [expires] > GETUTCDATE()"
     )
 
 
 def test_upsert_shape():
     s = statements_for(parse_table_name("dbo.sessions")).set
-    assert s.startswith("SET NOCOUNT ON; SET XACT_ABORT ON;")
+    assert s.startswith("UPDATE [dbo].[sessions] SET")
     assert "MERGE" not in s
-    update = r"BEGIN TRANSACTION;.*UPDATE \[dbo\]\.\[sessions\] WITH \(UPDLOCK, SERIALIZABLE\)"
-    assert re.search(update, s, re.S)
     assert "IF @@ROWCOUNT = 0" in s and "INSERT INTO [dbo].[sessions] ([sid], [session], [expires])" in s
     assert s.count("COLLATE Latin1_General_BIN2") == 1
-    assert "COMMIT TRANSACTION;" in s
     assert s.count("DATEADD(second, %(ttl)s, GETUTCDATE())") == 2
+
+
+def test_write_statements_change_no_session_state_and_need_no_hints():
+    """Nothing a pooled connection could keep: no SET option, no open transaction, no table hint."""
+    s = statements_for(parse_table_name("dbo.sessions"))
+    for name in ("get", "set", "save_update", "save_insert", "touch", "destroy", "clear", "destroy_expired"):
+        text = getattr(s, name)
+        assert not re.search(r"\bSET\s+(NOCOUNT|XACT_ABORT)|BEGIN TRAN|WITH \(", text), name
+    assert s.save_update.endswith("AND HASHBYTES('SHA2_256', [session]) = %(version)s")
+    assert "[expires] <= GETUTCDATE()" in s.save_insert  # revives only a dead row, never a live one
 
 
 def test_values_are_parameters_only():
     s = statements_for(parse_table_name("dbo.sessions"))
-    names = ("get", "set", "touch", "destroy", "clear", "destroy_expired", "delete_prefix", "keys_prefix")
+    names = ("get", "set", "save_update", "save_insert", "touch", "destroy", "clear", "destroy_expired",
+             "delete_prefix", "keys_prefix")
     for name in names:
-        text = getattr(s, name)
-        assert "'" not in text.replace("N'\\'", ""), name  # no literal values (only the ESCAPE char)
+        text = getattr(s, name).replace("N'\\'", "").replace("'SHA2_256'", "")
+        assert "'" not in text, name  # no literal values (only the ESCAPE char and the hash name)
 
 
 def test_hostile_table_name_is_quoted():

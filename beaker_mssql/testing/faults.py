@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass
-from typing import Optional
+from datetime import datetime
+from typing import Callable, Optional
 
 from .results import SQLError
 
@@ -30,6 +31,7 @@ KNOWN_ERRORS: dict[int, tuple[int, int, str]] = {
                   "The duplicate key value is (?)."),
     2628: (16, 1, "String or binary data would be truncated in table '{0}', column '?'. "
                   "Truncated value: '?'."),
+    3906: (16, 1, 'Failed to update database "{0}" because the database is read-only.'),
     4060: (11, 1, 'Cannot open database "{0}" requested by the login. The login failed.'),
     18456: (14, 1, "Login failed for user '{0}'."),
     40197: (20, 1, "The service has encountered an error processing your request. Please try again."),
@@ -44,6 +46,13 @@ def make_error(number: int, context: str = "?", message: Optional[str] = None) -
     severity, state, text = KNOWN_ERRORS.get(
         number, (16, 1, f"Error {number} injected by the stand-in's fault switches."))
     return SQLError(number, message if message is not None else text.format(context), severity, state)
+
+
+@dataclass
+class _ReplyCut:
+    pattern: Optional[re.Pattern[str]]
+    ran: threading.Event
+    hold: Optional[threading.Event]
 
 
 @dataclass
@@ -63,7 +72,10 @@ class Faults:
         self._refuse_number = 18456
         self._drop_remaining = 0
         self._errors: list[_ErrorRule] = []
+        self._cuts: list[_ReplyCut] = []
         self._latency = 0.0
+        self._login_latency = 0.0
+        self._refuse_until: Optional[tuple[datetime, Callable[[], datetime], int]] = None
 
     # -- the switches -------------------------------------------------------------------------------
 
@@ -99,6 +111,30 @@ class Faults:
         with self._lock:
             self._errors.append(rule)
 
+    def cut_reply(self, pattern: Optional[str] = None,
+                  hold: Optional[threading.Event] = None) -> threading.Event:
+        """Run the next request matching regex ``pattern`` (any if None) to its end, committed, and then
+        close the connection instead of answering: the client cannot tell whether it took effect.
+
+        With ``hold``, the reply is held until ``hold`` is set (a stalled reply: meanwhile other clients
+        can act on the committed result), then the connection is closed. Returns an event that is set
+        once the request has run, so a test can wait on it instead of sleeping.
+        """
+        rule = _ReplyCut(re.compile(pattern, re.IGNORECASE | re.DOTALL) if pattern else None,
+                         threading.Event(), hold)
+        with self._lock:
+            self._cuts.append(rule)
+        return rule.ran
+
+    def take_reply_cut(self, sql_text: str) -> Optional[tuple[threading.Event, Optional[threading.Event]]]:
+        """(ran, hold) of the first cut rule matching this request (consumed), or None."""
+        with self._lock:
+            for rule in self._cuts:
+                if rule.pattern is None or rule.pattern.search(sql_text):
+                    self._cuts.remove(rule)
+                    return rule.ran, rule.hold
+        return None
+
     def latency(self, seconds: float) -> None:
         """Delay every request by ``seconds`` before it runs (0 turns it off)."""
         with self._lock:
@@ -111,13 +147,37 @@ class Faults:
             self._refuse_number = 18456
             self._drop_remaining = 0
             self._errors.clear()
+            self._cuts.clear()
             self._latency = 0.0
+            self._login_latency = 0.0
+            self._refuse_until = None
 
     # -- what the server asks -----------------------------------------------------------------------
+
+    def refuse_logins_until(self, deadline: datetime, now: Callable[[], datetime],
+                            number: int = 40613) -> None:
+        """Refuse every login with ``number`` until ``now()`` reaches ``deadline`` (see server.failover)."""
+        with self._lock:
+            self._refuse_until = (deadline, now, number)
+
+    def login_latency(self, seconds: float) -> None:
+        """Delay every login's answer by ``seconds`` (a slow login: a server under recovery)."""
+        with self._lock:
+            self._login_latency = max(0.0, float(seconds))
+
+    @property
+    def login_delay(self) -> float:
+        return self._login_latency
 
     def take_login_refusal(self, user: str, database: str) -> Optional[SQLError]:
         """The error to refuse this login with, consuming one refusal, or None."""
         with self._lock:
+            until = self._refuse_until
+            if until is not None:
+                deadline, now, number = until
+                if now() < deadline:
+                    return make_error(number, database)
+                self._refuse_until = None
             remaining = self._refuse_remaining
             if remaining is not None and remaining <= 0:
                 return None
@@ -156,4 +216,5 @@ class Faults:
     @property
     def active(self) -> bool:
         """Whether any switch is on (cheap check for the hot path)."""
-        return bool(self._refuse_remaining != 0 or self._drop_remaining or self._errors or self._latency)
+        return bool(self._refuse_remaining != 0 or self._drop_remaining or self._errors or self._latency
+                    or self._cuts)

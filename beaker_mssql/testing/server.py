@@ -267,6 +267,9 @@ class _Connection:
         server = self.server
         login = tds.parse_login7(payload)
         self.tds_version = tds.negotiate_tds_version(login.tds_version)
+        delay = server.faults.login_delay
+        if delay > 0 and self.closed.wait(delay):
+            return False
         error = server.faults.take_login_refusal(login.user, login.database)
         if error is None and not server._check_credentials(login.user, login.password):
             error = make_error(18456, login.user)
@@ -333,6 +336,16 @@ class _Connection:
             log.exception("connection %d: engine failure on %r", self.number, sql[:200])
             events = [Message(50000, 16, 1, f"Stand-in engine failure: {type(exc).__name__}: {exc}"),
                       Done(error=True)]
+        if faults.active:
+            cut = faults.take_reply_cut(sql)
+            if cut is not None:
+                ran, hold = cut
+                ran.set()
+                if hold is not None:
+                    while not hold.wait(0.05) and not self.closed.is_set():
+                        pass
+                log.info("connection %d: request ran; closing without a reply (fault)", self.number)
+                return False
         self._send(tds.encode_events(events, SERVER_NAME))
         return True
 
@@ -477,6 +490,19 @@ class SQLServerStandIn:
         if self._accept_thread is not None:
             self._accept_thread.join(5)
             self._accept_thread = None
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            conn.close()
+
+    def failover(self, seconds: float, number: int = 40613) -> None:
+        """A failover as Azure SQL or an availability group does it: every connection is dropped (open
+        transactions roll back, committed data stays) and logins are refused with ``number`` (40613
+        "database not currently available" by default; 40197 and 4060 are also seen) for ``seconds`` of
+        stand-in clock time, then accepted again.
+        """
+        now = self.clock.utcnow
+        self.faults.refuse_logins_until(now() + timedelta(seconds=seconds), now, number)
         with self._lock:
             connections = list(self._connections)
         for conn in connections:

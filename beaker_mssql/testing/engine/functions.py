@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -285,6 +286,8 @@ def compile_function(b: Binder, e: A.Func) -> CE:
         raise SQLError(
             102, "Incorrect syntax near 'IIF'. (The SQL Server stand-in does not support IIF; use CASE.)", 15
         )
+    if name == "HASHBYTES":
+        return _hashbytes(compiled, deps)
     if name in ("DATALENGTH", "LEN"):
         x = compiled[0]
         f0 = fns[0]
@@ -635,7 +638,9 @@ def compile_function(b: Binder, e: A.Func) -> CE:
             }.get(p)
 
         return CE(serverproperty, SqlT("nvarchar", 128), deps)
-    if name in ("APPLOCK_MODE", "APPLOCK_TEST"):
+    if name == "APPLOCK_MODE":
+        return _applock_mode(fns, deps)
+    if name == "APPLOCK_TEST":
         raise SQLError(
             102, f"Incorrect syntax near '{name}'. (The SQL Server stand-in does not support {name}.)", 15
         )
@@ -722,3 +727,71 @@ def aggregate_ref(b: Binder, e: A.Func) -> CE:
 
 
 _ = (T_BIT, T_FLOAT, T_NULL)
+
+
+# HASHBYTES algorithms the stand-in computes
+# (https://learn.microsoft.com/sql/t-sql/functions/hashbytes-transact-sql). SQL Server 2016+ also
+# takes the deprecated MD2/MD4/SHA/SHA1; MD2 and MD4 are refused here (a documented limit).
+_HASH_ALGORITHMS = {"MD5": "md5", "SHA": "sha1", "SHA1": "sha1", "SHA2_256": "sha256", "SHA2_512": "sha512"}
+
+
+def _hashbytes(compiled: list[CE], deps: bool) -> CE:
+    """HASHBYTES(algorithm, input): nvarchar hashes its UTF-16LE bytes, varchar its code-page bytes.
+
+    SQL Server returns NULL for an unknown algorithm name or a NULL input; since 2016 the input has
+    no 8,000-byte limit. The result is varbinary(8000).
+    """
+    alg, data = compiled
+    if data.type.kind not in ("nvarchar", "varchar", "varbinary", "null"):
+        raise SQLError(
+            8116, f"Argument data type {data.type.kind} is invalid for argument 2 of hashbytes function.", 16
+        )
+    falg, fdata = alg.fn, data.fn
+    kind = data.type.kind
+
+    def hashbytes(c: Ctx, r: Any) -> Any:
+        name = falg(c, r)
+        value = fdata(c, r)
+        if name is None or value is None:
+            return None
+        algorithm = _HASH_ALGORITHMS.get(str(name).upper())
+        if algorithm is None:
+            if str(name).upper() in ("MD2", "MD4"):
+                raise SQLError(
+                    50000, f"The SQL Server stand-in does not compute HASHBYTES('{name}', ...).", 16
+                )
+            return None
+        if isinstance(value, str):
+            wide = kind == "nvarchar"
+            raw = value.encode("utf-16-le") if wide else value.encode("cp1252", errors="replace")
+        else:
+            raw = bytes(value)
+        return hashlib.new(algorithm, raw).digest()
+
+    return CE(hashbytes, SqlT("varbinary", 8000), deps)
+
+
+# APPLOCK_MODE's answers (https://learn.microsoft.com/sql/t-sql/functions/applock-mode-transact-sql).
+_APPLOCK_MODE_NAMES = {"S": "Shared", "U": "Update", "X": "Exclusive", "IS": "IntentShared",
+                       "IX": "IntentExclusive"}
+
+
+def _applock_mode(fns: list[Callable[[Ctx, Any], Any]], deps: bool) -> CE:
+    """APPLOCK_MODE(principal, resource, owner): the mode this session holds for that owner, or NoLock."""
+    from .locks import SESSION, TXN
+
+    f_resource, f_owner = fns[1], fns[2]
+
+    def applock_mode(c: Ctx, r: Any) -> Any:
+        resource, owner = f_resource(c, r), f_owner(c, r)
+        if resource is None or owner is None:
+            return None
+        session = c.session
+        key = ("a", session.database.upper(), str(resource)[:255])
+        duration = SESSION if str(owner).upper() == "SESSION" else TXN
+        modes = [h[0] for h in session.engine.locks.holds(session.session_id, key) if h[1] == duration]
+        order = ("X", "U", "IX", "S", "IS")
+        best = next((m for m in order if m in modes), None)
+        return "NoLock" if best is None else _APPLOCK_MODE_NAMES[best]
+
+    return CE(applock_mode, SqlT("nvarchar", 32), deps)

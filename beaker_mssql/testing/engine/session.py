@@ -162,6 +162,18 @@ class EngineSession:
                 ast_batch.prebound = stamp
         try:
             run.block(ast_batch.statements)
+        except Cancelled:
+            # An attention ends the batch (the statement in progress is rolled back); the open
+            # transaction is rolled back too only under SET XACT_ABORT ON, and otherwise stays open
+            # with its locks. Sources: https://dba.stackexchange.com/a/338856 ("The only thing
+            # XACT_ABORT affects is whether any open transaction is rolled back or not") and
+            # https://dba.stackexchange.com/questions/10912 (client timeout, XACT_ABORT ON clears
+            # transactions and locks), matching the "XACT_ABORT and Query Timeout" tests at
+            # https://sqlchitchat.com/admin/datalayer/xactabort/.
+            if self.xact_abort and self.trancount > 0:
+                with eng.cond:
+                    self.rollback_all()
+            raise
         except (_BatchAbort, _Return):
             pass
         except (_Break, _Continue):  # pragma: no cover - parser forbids them outside loops

@@ -1,0 +1,176 @@
+"""Transient faults ridden out within a time budget (issue 13, first part): the retry policy, login
+retries, a failover of the stand-in in the middle of a loaded run, and Azure SQL defaults."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from typing import Any, Callable
+
+import pytest
+from beaker.middleware import SessionMiddleware
+from helpers import WSGIClient, run_threads
+
+from beaker_mssql import MSSQLStore
+from beaker_mssql.config import parse_settings
+from beaker_mssql.errors import ConnectionFailedError, MSSQLStoreError
+from beaker_mssql.retry import AMBIGUOUS_NUMBERS, DEFINITE_NUMBERS, Outcome, classify, login_is_transient
+
+# Microsoft's catalogue of transient errors (Azure SQL "Troubleshoot transient connection errors",
+# https://learn.microsoft.com/azure/azure-sql/database/troubleshoot-common-errors-issues) plus the
+# deadlock/lock-timeout pair and the network errors the issue names.
+TRANSIENT = [40613, 40197, 40501, 49918, 49919, 49920, 4221, 10928, 10929, 40540,
+             233, 10053, 10054, 10060, 64, 1205, 1222]
+
+
+@pytest.mark.parametrize("number", TRANSIENT)
+def test_each_documented_transient_number_is_retried(number):
+    assert classify(number, broken=False) is not Outcome.PERMANENT
+    # Only a number whose statement certainly did not run may be re-sent blindly after a write.
+    assert (classify(number, broken=False) is Outcome.DEFINITE) == (number in DEFINITE_NUMBERS)
+    assert number in DEFINITE_NUMBERS | AMBIGUOUS_NUMBERS
+
+
+@pytest.mark.parametrize("number", [208, 2627, 18456, 4060, 8152, 102])
+def test_other_numbers_are_not(number):
+    assert classify(number, broken=False) is Outcome.PERMANENT
+
+
+@pytest.mark.parametrize(("text", "connected_before", "transient"), [
+    ("DB-Lib error message 20009, severity 9:\nUnable to connect: Adaptive Server is unavailable or does "
+     "not exist (10.0.0.1)\nNet-Lib error during Connection refused (111)", False, True),
+    ("Database 'app' on server 'x' is not currently available. Please retry the connection later."
+     "DB-Lib error message 20018, severity 17:", False, True),
+    ("DB-Lib error message 20018, severity 20:\nGeneral SQL Server error", False, True),  # 40197/40501
+    ("Login failed for user 'sa'.DB-Lib error message 20018, severity 14:", True, False),  # 18456
+    ("DB-Lib error message 20018, severity 14:\nGeneral SQL Server error", True, False),  # stale number
+    ("DB-Lib error message 20018, severity 11:\nGeneral SQL Server error", False, False),  # 4060 at start
+    ("DB-Lib error message 20018, severity 11:\nGeneral SQL Server error", True, True),  # 4060 mid-failover
+])
+def test_login_classification(text, connected_before, transient):
+    assert login_is_transient(text, connected_before) is transient
+
+
+@pytest.mark.standin_only
+def test_transient_login_failures_are_retried_within_the_budget(standin, mssql_table):
+    with MSSQLStore(url=standin.url, table=mssql_table, retry_budget=30) as store:
+        store.set("warm", "v")
+        store.pool.dispose()
+        standin.reset_stats()
+        standin.faults.refuse_logins(2, number=40613)
+        assert store.get("warm") == "v"
+        stats = standin.stats()
+        assert (stats["login_failures"], stats["logins"]) == (2, 1)
+
+
+@pytest.mark.standin_only
+def test_wrong_password_is_never_retried(standin, mssql_table):
+    with MSSQLStore(url=standin.url, table=mssql_table, retry_budget=30) as store:
+        standin.faults.refuse_logins(None, number=40613)  # pymssql now repeats 40613 for later failures
+        with pytest.raises(ConnectionFailedError):
+            MSSQLStore(url=standin.url, table=mssql_table, retry_budget=0.3).get("x")
+        standin.faults.clear()
+        standin.reset_stats()
+        standin.faults.refuse_logins(None, number=18456)
+        with pytest.raises(ConnectionFailedError):
+            store.get("x")
+        assert standin.stats()["login_failures"] == 1  # one attempt: no retry, no lockout fuel
+
+
+@pytest.mark.standin_only
+def test_an_outage_longer_than_the_budget_fails_with_a_clear_error(standin, mssql_table):
+    with MSSQLStore(url=standin.url, table=mssql_table, retry_budget=0.5) as store:
+        store.set("k", "v")
+        standin.reset_stats()
+        standin.failover(seconds=3600)
+        with pytest.raises(ConnectionFailedError, match="failed"):
+            store.get("k")
+        attempts = standin.stats()["login_failures"]
+        assert 1 <= attempts <= 12  # gave up at the budget; the pool's probe interval bounds the attempts
+        standin.faults.clear()
+        assert store.get("k") == "v"
+
+
+@pytest.mark.standin_only
+def test_read_only_replica_write_is_retried_on_a_new_connection(standin, mssql_table):
+    with MSSQLStore(url=standin.url, table=mssql_table) as store:
+        store.set("k", "v1")
+        before = store.pool.stats()["discarded"]
+        standin.faults.raise_error(3906, times=1, pattern="INSERT")
+        store.set("k", "v2")
+        assert store.get("k") == "v2" and store.pool.stats()["discarded"] == before + 1
+
+
+@pytest.mark.standin_only
+def test_failover_under_load_loses_no_committed_session_data(standin, mssql_table):
+    """16 threads x 200 requests, sweeper on; a 5-second failover in the middle. Every request succeeds
+    (maybe after waiting) or fails with a clear error; every session holds its last acknowledged write
+    (or a later one whose reply was lost); the run recovers by itself; logins during the outage stay few."""
+    threads, requests = 16, 200
+    config = {"session.type": "ext:mssql", "session.url": standin.url, "session.table": mssql_table,
+              "session.data_serializer": "json", "session.auto_remove": "true",
+              "session.auto_remove_interval": "0.5", "session.retry_budget": "3", "session.retries": "3",
+              "session.pool_size": "4", "session.pool_max_overflow": "12"}
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        session = environ["beaker.session"]
+        session["n"] = int(environ["QUERY_STRING"])
+        session.save()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    wsgi = SessionMiddleware(app, config)
+    halfway = threading.Event()
+    done = [0]
+    count_lock = threading.Lock()
+    acked: dict[int, int] = {}
+    attempted: dict[int, int] = {}
+    sids: dict[int, str] = {}
+    failures: list[BaseException] = []
+
+    def client(n: int) -> None:
+        sid = uuid.uuid4().hex
+        sids[n] = sid
+        c = WSGIClient(wsgi, cookie=f"beaker.session.id={sid}")
+        for i in range(1, requests + 1):
+            attempted[n] = i
+            try:
+                assert c.get(f"/?{i}") == "ok"
+                acked[n] = i
+            except MSSQLStoreError as exc:
+                assert "failed" in str(exc) and standin.password not in str(exc)
+                with count_lock:
+                    failures.append(exc)
+            with count_lock:
+                done[0] += 1
+                if done[0] == threads * requests // 3:
+                    halfway.set()
+
+    errors: list[BaseException] = []
+    worker = threading.Thread(target=lambda: errors.extend(run_threads(client, threads, timeout=600)))
+    worker.start()
+    assert halfway.wait(300)
+    before = standin.stats()["login_failures"]
+    standin.failover(seconds=5)
+    worker.join(600)
+    assert errors == []
+    during = standin.stats()["login_failures"] - before
+    print(f"failover: {len(failures)} requests failed, {during} logins refused during the outage")
+    assert during < threads * 20  # no stampede: the per-pool probe interval and the backoff spread them
+    for n in range(threads):
+        stored = standin.execute(f"SELECT [session] FROM {mssql_table} WHERE [sid] = N'{sids[n]}'")
+        assert stored, f"thread {n}: its session row is gone"
+        value = int(json.loads(stored[0][0])["n"])
+        assert acked[n] <= value <= attempted[n]
+        assert acked[n] == requests  # the run recovered: each thread's last request succeeded
+
+
+def test_azure_hosts_require_tls_unless_told_otherwise():
+    azure = parse_settings({"url": "mssql://u:p@myserver.database.windows.net/app"}).connection
+    assert azure.encrypt == "require"
+    mi = parse_settings({"url": "mssql://u:p@mi.abc123.database.windows.net:1433/app"}).connection
+    assert mi.encrypt == "require"
+    explicit = parse_settings({"url": "mssql://u:p@myserver.database.windows.net/app?encrypt=false"})
+    assert explicit.connection.encrypt == "off"
+    assert parse_settings({"url": "mssql://u:p@db.example/app"}).connection.encrypt is None
