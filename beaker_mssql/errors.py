@@ -139,4 +139,7 @@ def server_message(exc: BaseException) -> str:
         if isinstance(arg, str) and arg.strip():
             text = arg.split("DB-Lib error message")[0]
             return " ".join(text.split()) or " ".join(arg.split())
-    return " ".join(str(exc).split()) or type(exc).__name__
+    if exc.args:  # no text at all: the number, as the driver gave it
+        first = exc.args[0]
+        return str(first[0] if isinstance(first, tuple) and first else first)
+    return type(exc).__name__

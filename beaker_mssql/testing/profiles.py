@@ -183,6 +183,8 @@ BABELFISH = Profile(
     ),
     lacks={
         "merge": "Babelfish for PostgreSQL does not support MERGE (measured on Babelfish 4.3)",
+        "table_hints": "Babelfish ignores table hints: NOLOCK reads no uncommitted rows, UPDLOCK and "
+                       "SERIALIZABLE take no locks (measured on Babelfish 4.3)",
         "sqlserver_errors": "Babelfish reports some errors as 33557097 / 911 (measured on Babelfish 4.3)",
         "login_error_numbers": "Babelfish answers a login to an unknown database with 911 (measured on "
                                "Babelfish 4.3; severity 16 in the stand-in, as SQL Server's 911), which "
