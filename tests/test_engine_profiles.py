@@ -370,3 +370,37 @@ def test_datalength_of_nvarchar(server: SQLServerStandIn) -> None:
     finally:
         conn.close()
     assert got == ([(3, 2, 3)] if server.profile is BABELFISH else [(6, 2, 3)])
+
+
+PROFILE_PLUGIN_TEST = """
+import pytest
+
+def test_profile_fixture(mssql_profile, mssql_server):
+    assert mssql_server.profile is mssql_profile
+    print("PROFILE", mssql_profile.name)
+
+@pytest.mark.engine_needs("merge")
+def test_needs_merge(mssql_server):
+    pass
+"""
+
+
+@pytest.mark.parametrize(("how", "name"), [("option", "babelfish"), ("env", "azure"), ("env", "sqlserver")])
+def test_plugin_selects_the_profile_and_skips_with_its_reason(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, how: str, name: str
+) -> None:
+    pytester.makepyfile(test_profile_user=PROFILE_PLUGIN_TEST)
+    monkeypatch.delenv("BEAKER_MSSQL_TEST_URL", raising=False)
+    args = ["-q", "-rs", "-s", "-p", "no:cacheprovider", "-p", "no:hypothesispytest"]
+    if how == "option":
+        monkeypatch.setenv("BEAKER_MSSQL_PROFILE", "sqlserver")  # the option wins
+        args.append(f"--mssql-profile={name}")
+    else:
+        monkeypatch.setenv("BEAKER_MSSQL_PROFILE", name)
+    result = pytester.runpytest_inprocess(*args)
+    result.stdout.fnmatch_lines([f"PROFILE {name}"])
+    if name == "babelfish":
+        result.assert_outcomes(passed=1, skipped=1)
+        result.stdout.fnmatch_lines(["*[[]babelfish] Babelfish for PostgreSQL does not support MERGE*"])
+    else:
+        result.assert_outcomes(passed=2)
