@@ -25,7 +25,7 @@ from typing import Any
 
 import pymssql
 import pytest
-from helpers import run_threads
+from helpers import run_threads, wait_until
 
 from beaker_mssql import MSSQLStore
 from beaker_mssql import store as store_module
@@ -400,3 +400,34 @@ def test_fleet_sweeper_across_two_processes(mssql_server: Any, mssql_url: str, m
         finally:
             lock.release()
         assert Sweeper(store, start=False).run_once() == 2
+
+
+@pytest.mark.standin_only
+def test_session_read_during_an_open_write_waits_only_without_rcsi(standin: Any, mssql_table: str) -> None:
+    """store.get while another connection's transaction has changed the row: under READ_COMMITTED_SNAPSHOT
+    (azure, babelfish) it returns the committed row at once; under locking READ COMMITTED (sqlserver) it
+    waits for the writer's commit and then returns the new row."""
+    with MSSQLStore(url=standin.url, table=mssql_table) as store:
+        store.set("rcsi", "committed")
+        writer = standin.connect()  # autocommit off: the UPDATE's transaction stays open
+        got: list[Any] = []
+        reader = threading.Thread(target=lambda: got.append(store.get("rcsi")))
+        try:
+            update = f"UPDATE {mssql_table} SET [session] = N'uncommitted' WHERE [sid] = N'rcsi'"
+            writer.cursor().execute(update)
+            reader.start()
+            if standin.profile.read_committed_snapshot:
+                reader.join(60)
+                assert got == ["committed"]  # returned while the writer's transaction is still open
+                writer.commit()
+            else:
+                # the reader's statement waits for the writer's key lock
+                assert wait_until(lambda: bool(standin.engine.locks.waits), timeout=30)
+                assert got == []
+                writer.commit()
+                reader.join(60)
+                assert got == ["uncommitted"]
+        finally:
+            writer.close()
+            reader.join(60)
+        assert store.get("rcsi") == "uncommitted"
