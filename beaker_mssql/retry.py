@@ -23,7 +23,8 @@ import re
 from enum import Enum
 from typing import Optional
 
-__all__ = ["AMBIGUOUS", "DEFINITE", "Backoff", "Outcome", "classify", "login_is_transient"]
+__all__ = ["AMBIGUOUS", "DEFINITE", "Backoff", "Outcome", "classify", "login_error_number",
+           "login_is_transient"]
 
 
 class Outcome(Enum):
@@ -91,6 +92,28 @@ def login_is_transient(message: str, connected_before: bool) -> bool:
     if any(marker in text for marker in _NEVER_RETRY_LOGIN_TEXT):
         return False
     return any(marker in text for marker in _NETWORK_LOGIN_TEXT)
+
+
+# Severity SQL Server sends with each login error (sys.messages), to catch pymssql's stale numbers.
+_LOGIN_SEVERITY = {18456: 14, 18452: 14, 18470: 14, 18486: 14, 18487: 14, 18488: 14, 4060: 11,
+                   40613: 17, 40197: 20, 40501: 20}
+
+
+def login_error_number(number: Optional[int], message: str) -> Optional[int]:
+    """The error number of *this* failed login, as far as the driver's text tells.
+
+    pymssql repeats the most severe login error number a process has seen (a 40613 from a failover
+    makes every later wrong password read 40613), but the severity in its DB-Library line is this
+    attempt's own: where the two disagree, the severity names the error (14: login failed, 11: the
+    database cannot be opened), or the number is unknown.
+    """
+    found = _SEVERITY.search(message.lower())
+    if found is None or number is None:
+        return number
+    severity = int(found.group(1))
+    if _LOGIN_SEVERITY.get(number, severity) == severity:
+        return number
+    return {14: 18456, 11: 4060}.get(severity)
 
 
 def classify(number: Optional[int], broken: bool) -> Outcome:

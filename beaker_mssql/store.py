@@ -47,7 +47,14 @@ from beaker_mssql.errors import (
 from beaker_mssql.events import Events, logger, security_logger, short_sid
 from beaker_mssql.payload import CacheSerializer
 from beaker_mssql.pool import ConnectionPool, Lease, error_message, error_number, is_broken
-from beaker_mssql.retry import READ_ONLY_NUMBERS, Backoff, Outcome, classify, login_is_transient
+from beaker_mssql.retry import (
+    READ_ONLY_NUMBERS,
+    Backoff,
+    Outcome,
+    classify,
+    login_error_number,
+    login_is_transient,
+)
 from beaker_mssql.sql import NO_EXPIRY_SECONDS, create_table_sql, escape_like, statements_for
 from beaker_mssql.sweeper import Sweeper, sweeper_for
 
@@ -255,9 +262,9 @@ class MSSQLStore:
             for rounds in range(1, SAVE_ROUNDS + 1):
                 if rounds > 2 and time.monotonic() > deadline:
                     break
-                if rounds == 2 and lock is None:
-                    # Another writer got in first: queue for the row (a per-session app lock,
-                    # granted in arrival order) instead of racing the other losers again.
+                if rounds == 3 and lock is None:
+                    # Collided twice: queue for the row (a per-session app lock, granted in
+                    # arrival order) instead of racing the other losers again.
                     wait_ms = int(max(0.0, deadline - time.monotonic()) * 1000)
                     lock = self.acquire_applock("save:" + sid, timeout_ms=wait_ms)
                     if lock is None:
@@ -720,7 +727,11 @@ class MSSQLStore:
     def _translate(self, exc: BaseException, method: str, login: bool = False) -> MSSQLStoreError:
         """A pymssql exception -> our error with a message that says what happened (no password)."""
         number = error_number(exc)
-        message = server_message(exc) if isinstance(exc, pymssql.DatabaseError) else error_message(exc)
+        message = error_message(exc)
+        if login:
+            number = login_error_number(number, message)
+        elif isinstance(exc, pymssql.DatabaseError):
+            message = server_message(exc)  # the server's text without pymssql's DB-Lib trailer
         equivalent = sqlserver_equivalent(number, message, login)
         password = self.settings.connection.password
         if password:

@@ -245,6 +245,13 @@ def session_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
             session["n"] = int(session.get("n", 0)) + 1
             session.save()
             body = "ok"
+        elif path == "/mine":
+            # One key per writer ("/mine?t3=17"): concurrent writers of one session must not erase
+            # each other's keys (the write path merges top-level keys).
+            name, _, value = environ.get("QUERY_STRING", "").partition("=")
+            session[name] = value
+            session.save()
+            body = "ok"
         elif path == "/read":
             body = str(session.get("value"))
         elif path == "/delete":
@@ -261,10 +268,11 @@ class Client:
         self.app = app
         self.cookie = cookie
 
-    def get(self, path: str) -> str:
+    def get(self, path: str, extra: Optional[dict[str, Any]] = None) -> str:
+        """One request; ``extra`` is added to the WSGI environ (hooks for the conflict benchmark)."""
         from wsgiref.util import setup_testing_defaults
 
-        environ: dict[str, Any] = {}
+        environ: dict[str, Any] = dict(extra or {})
         setup_testing_defaults(environ)
         environ["PATH_INFO"], _, environ["QUERY_STRING"] = path.partition("?")
         if self.cookie:
@@ -281,6 +289,62 @@ class Client:
             if name.lower() == "set-cookie":
                 self.cookie = value.split(";", 1)[0]
         return body
+
+
+def exchanges(stats: dict[str, Any]) -> int:
+    """Network exchanges the stand-in answered: batches (``requests``) plus ATTENTIONs (cancels).
+
+    An attention is a message of its own that the client waits on (the server's DONE(ATTN)); on a
+    real network it costs a round trip just like a batch, so counting only batches hides it.
+    """
+    return int(stats["requests"]) + int(stats["attentions"])
+
+
+class BatchKinds:
+    """Names each logged batch after the store statement it was built from (exact template match).
+
+    The templates are the package's own (``beaker_mssql.sql``); the values pymssql interpolated for
+    ``%(name)s`` are matched by a lazy wildcard, so a batch is named only if it *is* that statement.
+    """
+
+    LABELS = (
+        ("get", "load"),
+        ("save_update", "conditional UPDATE"),
+        ("save_insert", "insert/revive"),
+        ("set", "unconditional upsert"),
+        ("touch", "touch"),
+        ("destroy", "delete"),
+        ("getapplock", "app lock"),
+        ("releaseapplock", "app lock release"),
+    )
+
+    def __init__(self, url: str, table: str) -> None:
+        import re
+
+        from beaker_mssql.config import parse_settings
+        from beaker_mssql.sql import statements_for
+
+        statements = statements_for(parse_settings({"url": url, "table": table}).table)
+        placeholder = re.compile(r"%\(\w+\)s")
+        self._patterns = []
+        for field, label in self.LABELS:
+            template = str(getattr(statements, field))
+            pieces = [re.escape(piece) for piece in placeholder.split(template)]
+            self._patterns.append((re.compile(".*?".join(pieces), re.DOTALL), label))
+
+    def classify(self, batch: str) -> str:
+        for pattern, label in self._patterns:
+            if pattern.fullmatch(batch):
+                return label
+        return "other: " + " ".join(batch.split())[:40]
+
+    def count(self, batches: list[str], per: float = 1.0) -> dict[str, float]:
+        """{label: how many / per}, in first-seen order."""
+        kinds: dict[str, float] = {}
+        for batch in batches:
+            label = self.classify(batch)
+            kinds[label] = kinds.get(label, 0.0) + 1.0
+        return {k: v / per for k, v in kinds.items()}
 
 
 def new_table(url: str, prefix: str = "bench") -> str:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
-from _common import Client, Section, StandInProcess, machine_info, new_table, session_app
+from _common import Client, Section, StandInProcess, exchanges, machine_info, new_table, session_app
 from beaker.middleware import SessionMiddleware
 
 REQUESTS = 600
@@ -23,11 +23,12 @@ ROUNDS = 5
 COMMAND = "python benchmarks/bench_cpu.py"
 
 
-def cpu_per_request(app: Any, n: int) -> tuple[float, float]:
+def cpu_per_request(app: Any, n: int, on_start: Callable[[], None] = lambda: None) -> tuple[float, float]:
     """(CPU seconds, wall seconds) per request for n requests on one session."""
     client = Client(app)
     for _ in range(20):
         client.get("/write?warm")
+    on_start()
     cpu0, wall0 = time.process_time(), time.perf_counter()
     for i in range(n):
         client.get(f"/write?{i}" if i % 2 == 0 else "/read")
@@ -35,8 +36,9 @@ def cpu_per_request(app: Any, n: int) -> tuple[float, float]:
 
 
 def raw_driver_cpu(url: str, table: str, n: int) -> float:
-    """CPU seconds per (get + set) pair sent straight through pymssql with the store's own statements:
-    the driver's share of a request, without Beaker or the backend around it."""
+    """CPU seconds per request for what the request mix sends, straight through pymssql with the store's
+    own statements: per pair of requests, load + conditional UPDATE (modify) and load (read-only, the
+    row being fresh). The driver's share of a request, without Beaker or the backend around it."""
     from beaker_mssql.store import MSSQLStore
 
     with MSSQLStore(url=url, table=table) as store:
@@ -44,14 +46,19 @@ def raw_driver_cpu(url: str, table: str, n: int) -> float:
         item = store.pool.acquire()
         try:
             cur = item.connection.cursor()
-            params = {"sid": "raw-cpu", "data": '{"value": "x", "n": 1}', "ttl": 3600}
+            params: dict[str, Any] = {"sid": "raw-cpu", "data": '{"value": "x", "n": 0}', "ttl": 3600}
             cur.execute(sql.set, params)
             cpu0 = time.process_time()
-            for _ in range(n):
+            for i in range(n):
+                cur.execute(sql.get, {"sid": "raw-cpu"})
+                version = cur.fetchall()[0][1]
+                params.update(data=f'{{"value": "x", "n": {i + 1}}}', version=version)
+                cur.execute(sql.save_update, params)
+                if cur.rowcount != 1:
+                    raise RuntimeError("the raw conditional UPDATE changed no row: the baseline is wrong")
                 cur.execute(sql.get, {"sid": "raw-cpu"})
                 cur.fetchall()
-                cur.execute(sql.set, params)
-            return (time.process_time() - cpu0) / n
+            return (time.process_time() - cpu0) / (2 * n)
         finally:
             store.pool.release(item)
 
@@ -67,7 +74,8 @@ def run() -> Section:
         for _ in range(ROUNDS):
             mem_cpu, mem_wall = cpu_per_request(memory, REQUESTS)
             server_cpu0 = server.child_cpu()
-            sql_cpu, sql_wall = cpu_per_request(mssql, REQUESTS)
+            sql_cpu, sql_wall = cpu_per_request(mssql, REQUESTS, on_start=server.reset_stats)
+            sent = exchanges(server.stats()) / REQUESTS
             server_cpu = (server.child_cpu() - server_cpu0) / (REQUESTS + 20)
             raw = raw_driver_cpu(server.url, table, REQUESTS // 2)
             rounds.append(
@@ -79,6 +87,7 @@ def run() -> Section:
                     "mssql_wall_us": sql_wall * 1e6,
                     "standin_cpu_us": server_cpu * 1e6,
                     "driver_cpu_us": raw * 1e6,
+                    "exchanges": sent,
                 }
             )
     med = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
@@ -91,18 +100,21 @@ def run() -> Section:
         f"| memory (Beaker) | {med['memory_cpu_us']:.0f} µs | {med['memory_wall_us']:.0f} µs |",
         f"| ext:mssql (stand-in in a child process) | {med['mssql_cpu_us']:.0f} µs "
         f"| {med['mssql_wall_us']:.0f} µs |",
-        "| pymssql alone: the same SELECT + upsert pair, no Beaker, no backend "
+        "| pymssql alone: the same statements (per 2 requests: SELECT, conditional UPDATE, SELECT), "
+        "no Beaker, no backend "
         f"| {med['driver_cpu_us']:.0f} µs | |",
     ]
     body = (
         f"{REQUESTS} requests per backend per round (alternating modify / read-only on one session, "
-        f"`data_serializer='json'`), {ROUNDS} rounds, medians. CPU is `time.process_time()` of the "
-        "client process only.\n\n"
+        f"`data_serializer='json'`, default options), {ROUNDS} rounds, medians. CPU is "
+        "`time.process_time()` of the client process only. The ext:mssql requests cost "
+        f"{med['exchanges']:.2f} exchanges each at the stand-in (batches + attentions; a modify is a "
+        "load and a conditional UPDATE, a read-only request on the fresh row only its load).\n\n"
         + "\n".join(rows)
         + f"\n\n**Client CPU ratio ext:mssql / memory: {med['ratio']:.2f}x** (median of the per-round "
         f"ratios {per_round}; {best_ratio:.2f}x from each backend's fastest round). "
         f"Of the {med['mssql_cpu_us'] - med['memory_cpu_us']:.0f} µs ext:mssql adds per request, the "
-        "driver (pymssql + FreeTDS, one SELECT and one upsert) accounts for about "
+        "driver (pymssql + FreeTDS sending the same statements) accounts for about "
         f"{med['driver_cpu_us']:.0f} µs; the "
         "rest is the backend's glue (namespace manager, payload conversion, store, pool) and the client "
         "side of the socket waits; figures on this shared VM vary by about +-30 % between rounds. "

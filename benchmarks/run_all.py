@@ -4,7 +4,7 @@ Each benchmark starts its own stand-in in a child process; ``standin_speed.py`` 
 round-trip rate) runs as a subprocess and its output is included as printed. A benchmark that fails is
 reported in RESULTS.md with its error instead of stopping the others; the exit status is then 1.
 
-    python benchmarks/run_all.py [--only roundtrips,cpu,throughput,sweep,standin]
+    python benchmarks/run_all.py [--only roundtrips,conflict,cpu,throughput,sweep,standin]
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ def standin_speed() -> Section:
 
 
 def benches() -> dict[str, Callable[[], Section]]:
+    import bench_conflict
     import bench_cpu
     import bench_roundtrips
     import bench_sweep
@@ -58,6 +59,7 @@ def benches() -> dict[str, Callable[[], Section]]:
 
     return {
         "roundtrips": bench_roundtrips.run,
+        "conflict": bench_conflict.run,
         "cpu": bench_cpu.run,
         "throughput": bench_throughput.run,
         "sweep": bench_sweep.run,
@@ -96,8 +98,8 @@ def main() -> int:
         "Written by `make bench` (`python benchmarks/run_all.py`); every figure below comes from that one "
         "run. The stand-in (the in-process T-SQL engine behind a TDS listener) runs in a child process, "
         "so client CPU and server CPU are separate; absolute numbers describe the stand-in, not SQL "
-        "Server, while counts (round trips, logins, statements, batches) are what a real server would "
-        "see.\n\n"
+        "Server, while counts (exchanges = batches + attentions, logins, statements) are what a real "
+        "server would see.\n\n"
         "| machine | |\n|---|---|\n"
         f"| date | {info['date']} |\n"
         f"| CPU | {info['cpu']} |\n"

@@ -59,3 +59,24 @@ def _close_shared_stores() -> Iterator[None]:
     from beaker_mssql.namespace import close_all
 
     close_all()
+
+
+@pytest.fixture
+def no_attentions(request: pytest.FixtureRequest, mssql_server: Any) -> Iterator[None]:
+    """Fail the test if its requests made the driver cancel anything: every result set is read to
+    its end, so a normal Beaker flow costs no attention (a hidden extra exchange). pymssql itself sends
+    one while it logs in (after its ``USE`` of the database), so each login may account for one.
+    Against a real server there is no counter: nothing is checked."""
+    from beaker_mssql.testing import SQLServerStandIn
+
+    if not isinstance(mssql_server, SQLServerStandIn):
+        yield
+        return
+    if "standin" in request.fixturenames:
+        request.getfixturevalue("standin")  # its reset of the counters happens before ours is read
+    before = mssql_server.stats()
+    yield
+    after = mssql_server.stats()
+    attentions = after["attentions"] - before["attentions"]
+    logins = after["logins"] - before["logins"]
+    assert attentions <= logins, f"{attentions - logins} request(s) left a result set unread"

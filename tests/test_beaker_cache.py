@@ -13,6 +13,8 @@ from helpers import run_threads
 from beaker_mssql import SerializationError
 from beaker_mssql.namespace import MSSQLNamespaceManager, close_all, encode_part
 
+pytestmark = pytest.mark.usefixtures("no_attentions")  # every result set is read to its end
+
 
 @pytest.fixture(autouse=True)
 def fresh_registry():

@@ -14,6 +14,8 @@ from helpers import run_threads
 from beaker_mssql import CorruptSessionError, MSSQLStore
 from beaker_mssql.namespace import close_all
 
+pytestmark = pytest.mark.usefixtures("no_attentions")  # every result set is read to its end
+
 
 @pytest.fixture(autouse=True)
 def fresh_registry():

@@ -15,7 +15,14 @@ from helpers import WSGIClient, run_threads
 from beaker_mssql import MSSQLStore
 from beaker_mssql.config import parse_settings
 from beaker_mssql.errors import ConnectionFailedError, MSSQLStoreError
-from beaker_mssql.retry import AMBIGUOUS_NUMBERS, DEFINITE_NUMBERS, Outcome, classify, login_is_transient
+from beaker_mssql.retry import (
+    AMBIGUOUS_NUMBERS,
+    DEFINITE_NUMBERS,
+    Outcome,
+    classify,
+    login_error_number,
+    login_is_transient,
+)
 
 # Microsoft's catalogue of transient errors (Azure SQL "Troubleshoot transient connection errors",
 # https://learn.microsoft.com/azure/azure-sql/database/troubleshoot-common-errors-issues) plus the
@@ -50,6 +57,28 @@ def test_other_numbers_are_not(number):
 ])
 def test_login_classification(text, connected_before, transient):
     assert login_is_transient(text, connected_before) is transient
+
+
+@pytest.mark.parametrize(("number", "text", "actual"), [
+    (18456, "Login failed for user 'sa'.DB-Lib error message 20018, severity 14:", 18456),
+    (40613, "DB-Lib error message 20018, severity 14:\nGeneral SQL Server error", 18456),  # stale number
+    (40613, "DB-Lib error message 20018, severity 11:\nGeneral SQL Server error", 4060),
+    (40613, "Database 'a' ... is not currently available.DB-Lib error message 20018, severity 17:", 40613),
+    (20009, "Unable to connect: Adaptive Server is unavailable", 20009),
+])
+def test_stale_login_numbers_are_corrected_by_severity(number, text, actual):
+    assert login_error_number(number, text) == actual
+
+
+@pytest.mark.standin_only
+def test_wrong_password_after_a_failover_is_still_reported_as_a_wrong_password(standin, mssql_table):
+    with MSSQLStore(url=standin.url, table=mssql_table, retry_budget=0.3) as store:
+        standin.faults.refuse_logins(1, number=40613)  # pymssql keeps 40613 for later failed logins
+        store.get("x")  # retried past the refusal
+    bad = standin.url.replace(standin.password, "wrong-password")
+    with MSSQLStore(url=bad, table=mssql_table) as store, pytest.raises(ConnectionFailedError) as info:
+        store.get("x")
+    assert info.value.number == 18456
 
 
 @pytest.mark.standin_only

@@ -21,7 +21,8 @@ from beaker_mssql.integrations import end_session
 from beaker_mssql.testing import SQLServerStandIn
 from tests.helpers import WSGIClient, run_threads
 
-pytestmark = pytest.mark.filterwarnings("ignore::beaker.exceptions.BeakerWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::beaker.exceptions.BeakerWarning"),
+              pytest.mark.usefixtures("no_attentions")]
 
 
 def options(url: str, table: str, **extra: Any) -> dict[str, Any]:
