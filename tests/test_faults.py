@@ -513,6 +513,7 @@ def test_refused_login_never_shows_the_real_password(
         assert store.get("abc") == "data"
 
 
+@pytest.mark.engine_needs("login_error_numbers")
 def test_unknown_database_names_server_and_database(
     mssql_server: Any, mssql_profile: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
