@@ -431,3 +431,15 @@ def test_session_read_during_an_open_write_waits_only_without_rcsi(standin: Any,
             writer.close()
             reader.join(60)
         assert store.get("rcsi") == "uncommitted"
+
+
+def test_create_table_failure_carries_the_servers_text(mssql_url: str) -> None:
+    """Not 'SQL Server error 2760: 2760': the number and what the server said."""
+    schema = "no_schema_" + uuid.uuid4().hex[:6]
+    with MSSQLStore(url=mssql_url, table=f"[{schema}].[t]", create_table=True) as store:
+        with pytest.raises(DatabaseError) as info:
+            store.get("abc")
+    text = str(info.value)
+    assert text.startswith(f"create_table on [{schema}].[t] failed: SQL Server error ")
+    assert schema in text.split("failed: ", 1)[1]  # the server's own words name the schema
+    assert "DB-Lib error message" not in text
