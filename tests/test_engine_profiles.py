@@ -404,3 +404,19 @@ def test_plugin_selects_the_profile_and_skips_with_its_reason(
         result.stdout.fnmatch_lines(["*[[]babelfish] Babelfish for PostgreSQL does not support MERGE*"])
     else:
         result.assert_outcomes(passed=2)
+
+
+def test_escaped_bracket_in_a_name(server: SQLServerStandIn) -> None:
+    conn = connect(server)
+    try:
+        create = "CREATE TABLE [dbo].[odd]]name] ([k] int NOT NULL)"
+        if server.profile is BABELFISH:
+            number, text = error_of(conn, create)
+            assert number == 102 and "[odd]]name]" in text
+            assert query(conn, "SELECT OBJECT_ID(N'[dbo].[odd]]name]')") == [(None,)]  # in a literal: fine
+        else:
+            query(conn, create)
+            query(conn, "DROP TABLE [dbo].[odd]]name]")
+        assert query(conn, "SELECT 1 AS [plain]") == [(1,)]
+    finally:
+        conn.close()

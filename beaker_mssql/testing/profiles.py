@@ -86,6 +86,8 @@ class Profile:
     ignore_table_hints: bool = False
     merge: bool = True
     create_or_alter: bool = True
+    #: ``]]`` (an escaped ``]``) inside a bracketed name parses.
+    bracket_escapes: bool = True
     #: What sp_getapplock returns for @LockTimeout = 0 when another session holds the lock.
     applock_nowait_busy: int = -1
     #: sys.indexes shows CREATE INDEX names rewritten (babelfish_index_name) and INDEXPROPERTY finds none.
@@ -143,6 +145,7 @@ BABELFISH = Profile(
     ignore_table_hints=True,
     merge=False,
     create_or_alter=False,
+    bracket_escapes=False,
     applock_nowait_busy=-999,
     rewritten_index_names=True,
     datalength_utf8=True,
@@ -176,6 +179,8 @@ BABELFISH = Profile(
                   "supported in Babelfish\", Babelfish's wording for an unsupported feature)", MEASURED),
         Deviation("CREATE OR ALTER is a syntax error at ALTER (the stand-in: 102 'syntax error at or near "
                   "\"ALTER\"'; Babelfish's number was not recorded)", MEASURED),
+        Deviation("a bracketed name holding ']]' ([a]]b]) is a syntax error (the stand-in: 102; Babelfish's "
+                  "number was not recorded)", MEASURED),
         Deviation("table hints are accepted and ignored (UPDLOCK and SERIALIZABLE take no locks)", MEASURED),
         Deviation("readers never block on writers (PostgreSQL MVCC: each statement reads committed rows)",
                   MEASURED),
@@ -183,6 +188,8 @@ BABELFISH = Profile(
     ),
     lacks={
         "merge": "Babelfish for PostgreSQL does not support MERGE (measured on Babelfish 4.3)",
+        "bracket_escapes": "Babelfish's parser rejects ']]' inside a bracketed name, so table names holding "
+                           "']' cannot be used there (measured on Babelfish 4.3)",
         "table_hints": "Babelfish ignores table hints: NOLOCK reads no uncommitted rows, UPDLOCK and "
                        "SERIALIZABLE take no locks (measured on Babelfish 4.3)",
         "sqlserver_errors": "Babelfish reports some errors as 33557097 / 911 (measured on Babelfish 4.3)",

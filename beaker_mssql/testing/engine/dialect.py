@@ -15,19 +15,28 @@ from ..results import SQLError
 from . import ast as A
 
 _CREATE_OR_ALTER = re.compile(r"\bCREATE\s+OR\s+ALTER\b", re.IGNORECASE)
+_BRACKETED = re.compile(r"\[((?:[^\]]|\]\])*)\]")
 
 
 def refused_batch(profile: Profile, shape: str) -> Optional[SQLError]:
     """A syntax the engine rejects before parsing (``shape`` is the batch with literals taken out).
 
     Babelfish fails ``CREATE OR ALTER`` with a syntax error at ALTER (measured on Babelfish 4.3); its
-    number was not recorded, so the stand-in uses its own syntax-error number, 102.
+    number was not recorded, so the stand-in uses its own syntax-error number, 102. The same for a
+    bracketed name holding an escaped ``]`` (``[a]]b]``), which Babelfish's parser rejects.
     """
     if not profile.create_or_alter:
         match = _CREATE_OR_ALTER.search(shape)
         if match is not None:
             line = shape.count("\n", 0, match.start()) + 1
             return SQLError(102, 'syntax error at or near "ALTER"', 15, 1, line)
+    if not profile.bracket_escapes and "]]" in shape:
+        for name in _BRACKETED.finditer(shape):
+            if "]]" in name.group(1):
+                line = shape.count("\n", 0, name.start()) + 1
+                return SQLError(
+                    102, f"Incorrect syntax near '{name.group(0)}'. (Babelfish's parser rejects ']]' "
+                    "inside a bracketed name.)", 15, 1, line)
     return None
 
 

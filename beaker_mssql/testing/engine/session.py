@@ -130,7 +130,7 @@ class EngineSession:
         profile = eng.profile
         try:
             key, values, raws = scan_literals(batch)
-            if not profile.create_or_alter:
+            if not (profile.create_or_alter and profile.bracket_escapes):
                 refused = refused_batch(profile, key)
                 if refused is not None:
                     raise refused
