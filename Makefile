@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest demo bench standin clean
+.PHONY: test lint typecheck pytest demo bench standin node-clients clean
 
 $(STAMP): pyproject.toml setup.cfg
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,5 +55,13 @@ bench: $(STAMP)
 standin: $(STAMP)
 	$(BIN)/beaker-mssql standin --port 14330 $(if $(PROFILE),--profile $(PROFILE))
 
+## make node-clients: the pinned Node clients (connect-mssql-v2, tedious) in .cache/node for the tests
+## (the tests run the same `npm ci` themselves when the folder is missing or stale).
+node-clients:
+	mkdir -p .cache/node
+	cp tests/node/package.json tests/node/package-lock.json .cache/node/
+	cd .cache/node && npm ci --no-audit --no-fund --loglevel=error
+	cp tests/node/package-lock.json .cache/node/.installed-lock
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache var
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache var .cache

@@ -270,8 +270,9 @@ class MSSQLStore:
                     if lock is None:
                         break
                 try:
-                    self._run("save", self._save_operation(sid, text, ttl, version if exists else None),
-                              write=True)
+                    if exists and version is None:
+                        raise _Conflict()  # our own earlier write, version unknown: read it first
+                    self._run("save", self._save_operation(sid, text, ttl, version), write=True)
                     return result
                 except _Conflict:
                     pass

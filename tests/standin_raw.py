@@ -7,16 +7,16 @@ import socket
 import struct
 from typing import Any
 
-from beaker_mssql.testing import tds
+from beaker_mssql.testing import login, tds
 
 
 class RawClient:
     def __init__(self, server: Any, database: str | None = None, password: str | None = None) -> None:
         self.spid = 0  # from the server's packet headers, as SQL Server sends it
         self.sock = socket.create_connection((server.host, server.port), timeout=10)
-        self.send(tds.PKT_PRELOGIN, tds.build_prelogin_request())
+        self.send(tds.PKT_PRELOGIN, login.build_prelogin_request())
         self.read_message()
-        self.send(tds.PKT_LOGIN7, tds.build_login7(server.user, password or server.password,
+        self.send(tds.PKT_LOGIN7, login.build_login7(server.user, password or server.password,
                                                     database or server.database))
         self.login_reply = self.read_message()
 

@@ -72,7 +72,7 @@ def test_stale_login_numbers_are_corrected_by_severity(number, text, actual):
 
 @pytest.mark.standin_only
 def test_wrong_password_after_a_failover_is_still_reported_as_a_wrong_password(standin, mssql_table):
-    with MSSQLStore(url=standin.url, table=mssql_table, retry_budget=0.3) as store:
+    with MSSQLStore(url=standin.url, table=mssql_table, retry_budget=30) as store:
         standin.faults.refuse_logins(1, number=40613)  # pymssql keeps 40613 for later failed logins
         store.get("x")  # retried past the refusal
     bad = standin.url.replace(standin.password, "wrong-password")

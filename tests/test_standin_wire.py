@@ -14,7 +14,7 @@ from helpers import run_threads, wait_until
 from standin_raw import RawClient, is_attention_ack
 
 from beaker_mssql.errors import sqlserver_equivalent
-from beaker_mssql.testing import SQLServerStandIn, tds
+from beaker_mssql.testing import SQLServerStandIn, login, tds
 
 pytestmark = pytest.mark.standin_only
 
@@ -124,7 +124,7 @@ def test_login_reply_token_sequence(standin: SQLServerStandIn) -> None:
         assert reply.index(bytes((tds.TOKEN_LOGINACK,))) > reply.index(tds.COLLATION)
         assert "Changed database context to 'test'.".encode("utf-16-le") in reply
         assert "Changed language setting to us_english.".encode("utf-16-le") in reply
-        assert tds.loginack(tds.TDS74) in reply
+        assert login.loginack(tds.TDS74) in reply
         assert reply.endswith(tds.done())
     finally:
         raw.close()
@@ -434,12 +434,12 @@ def test_connections_from_many_threads(standin: SQLServerStandIn) -> None:
     assert standin.stats()["logins"] == 8
 
 
-def test_rpc_requests_get_a_clear_error(standin: SQLServerStandIn) -> None:
+def test_bulk_load_requests_get_a_clear_error(standin: SQLServerStandIn) -> None:
     raw = RawClient(standin)
     try:
-        raw.send(tds.PKT_RPC, b"\x00" * 16)
+        raw.send(tds.PKT_BULK, b"\x00" * 16)
         reply = raw.read_message()
-        assert "send SQL batches".encode("utf-16-le") in reply
+        assert "does not support TDS packet type 7".encode("utf-16-le") in reply
         assert tds.done(tds.DONE_COUNT, 1, tds.CURCMD_SELECT) in raw.batch("SELECT 1")
     finally:
         raw.close()

@@ -289,3 +289,20 @@ def test_settings_cap_touch_interval(mssql_url, mssql_table):
     assert (store.settings.idle_timeout, store.settings.touch_seconds) == (600, 60)
     store = ns_module.store_for({"url": mssql_url, "table": mssql_table, "ttl": 30})
     assert store.settings.touch_seconds == 15  # half the ttl: an active session never expires
+
+
+def test_a_second_save_after_a_logout_in_between_does_not_recreate_the_row(
+    mssql_server, mssql_url, mssql_table
+):
+    """A request that saves twice: a logout between its saves must win over the second one too."""
+    sid = uuid.uuid4().hex
+    _seed(mssql_url, mssql_table, sid, user="alice")
+    busy = direct(mssql_url, mssql_table, sid)
+    busy["step"] = 1
+    busy.save()
+    end_session(direct(mssql_url, mssql_table, sid))
+    busy["step"] = 2
+    busy.save()
+    assert mssql_server.execute(f"SELECT COUNT(*) FROM {mssql_table} WHERE [sid] = N'{sid}'") == [(0,)]
+    again = direct(mssql_url, mssql_table, sid)
+    assert again.is_new

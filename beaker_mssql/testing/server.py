@@ -1,18 +1,14 @@
 """SQLServerStandIn: a TDS listener on 127.0.0.1 in front of the in-process T-SQL engine.
 
-Why threads and not asyncio: the engine blocks (lock waits). Each connection gets one thread that reads a
-request, runs it and writes the answer (socket -> engine -> socket); nothing is spawned per request.
-An ATTENTION must still be seen *while* a batch runs or waits on a lock: the engine polls its cancel flag
-between statements and every <= 50 ms of a lock wait, and that flag (``_CancelProbe``) then peeks at the
-socket. One thread instead of a reader plus a worker saves a thread (and GIL) hand-off on every round
-trip: ~40 us of ~140 us for a trivial batch through pymssql on a 2-core VM.
+This module is the server's lifecycle (start/stop/close, accept loop), its counters, faults, clock and
+back door, ``RealServer`` with the same surface, and ``run_standin`` for the CLI. One client connection
+(its thread and requests) is ``connection.py``.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-import select
 import signal
 import socket
 import sys
@@ -23,35 +19,17 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Union, cast
 from urllib.parse import quote, unquote, urlsplit
 
-from . import tds
 from .clock import Clock
-from .faults import Faults, make_error
+from .connection import Connection, SessionLike
+from .faults import Faults
 from .profiles import Profile, detect_profile, get_profile
-from .results import Done, Event, Message, ResultSet, SQLError
+from .results import Message, ResultSet, SQLError
+from .tls import ServerCertificate, TlsOption
 
 if TYPE_CHECKING:
     from .engine import Engine
 
 log = logging.getLogger("beaker_mssql.testing")
-
-SERVER_NAME = "STANDIN"
-
-
-class _SessionLike(Protocol):
-    """The part of engine.EngineSession the wire layer uses (lets dev scripts plug in a fake engine)."""
-
-    session_id: int
-    database: str
-
-    def execute(self, batch: str, cancel: Optional[_CancelFlag] = None) -> list[Event]: ...
-
-    def close(self) -> None: ...
-
-
-class _CancelFlag(Protocol):
-    """What the engine reads from the ``cancel`` argument of execute(): a threading.Event will do."""
-
-    def is_set(self) -> bool: ...
 
 
 class _EngineLike(Protocol):
@@ -78,311 +56,6 @@ def _cancelled_types() -> tuple[type[BaseException], ...]:
     return (Cancelled,)
 
 
-def _new_counters() -> dict[str, int]:
-    return {"requests": 0, "statements": 0, "bytes_in": 0, "bytes_out": 0}
-
-
-class _CancelProbe:
-    """The cancel flag of one connection: set by close(), or when the client sent ATTENTION or went away.
-
-    The connection's own thread runs the batch, so nobody reads the socket meanwhile; instead is_set()
-    (which the engine calls between statements and in lock waits) looks at what the client sent since
-    the request: the bytes already buffered, then -- at most every POLL_INTERVAL seconds -- a
-    non-blocking peek at the socket. An ATTENTION packet, EOF or a socket error there sets the flag. The
-    packet itself is left where it is: the serving loop reads it after the batch and acknowledges it,
-    as SQL Server does. Only used from the connection's thread, except set() (close()).
-    """
-
-    POLL_INTERVAL = 0.002  # batches shorter than this never pay for a system call
-
-    def __init__(self, conn: _Connection) -> None:
-        self._conn = conn
-        self._flag = threading.Event()
-        self._next_poll = 0.0
-        # poll() where there is one: select() fails for descriptors >= FD_SETSIZE (1024 on Linux)
-        self._poller: Optional[Any] = None
-        if hasattr(select, "poll"):
-            self._poller = select.poll()
-            self._poller.register(conn.sock, select.POLLIN)
-
-    def set(self) -> None:
-        self._flag.set()
-
-    def clear(self) -> None:
-        self._flag.clear()
-
-    def arm(self) -> None:
-        """A batch starts: the first socket poll is due POLL_INTERVAL from now."""
-        self._next_poll = time.monotonic() + self.POLL_INTERVAL
-
-    def is_set(self) -> bool:
-        if self._flag.is_set():
-            return True
-        now = time.monotonic()
-        if now < self._next_poll:
-            return False
-        self._next_poll = now + self.POLL_INTERVAL
-        return self.poll()
-
-    def poll(self) -> bool:
-        """Look now (no rate limit): True, and the flag set, if the client cancelled or went away."""
-        if self._flag.is_set():
-            return True
-        buf = self._conn.rbuf
-        pos = 0
-        n = len(buf)
-        while pos + tds.HEADER_SIZE <= n:  # whole packets already read past the request
-            if buf[pos] == tds.PKT_ATTENTION:
-                self._flag.set()
-                return True
-            length = (buf[pos + 2] << 8) | buf[pos + 3]
-            if length < tds.HEADER_SIZE:
-                return False  # garbage: the serving loop reports it after the batch
-            pos += length
-        if pos != n:
-            return False  # the socket holds the rest of a buffered packet, not the start of one
-        sock = self._conn.sock
-        try:
-            if self._poller is not None:
-                readable = bool(self._poller.poll(0))  # also reports hang-up and errors
-            else:
-                readable = bool(select.select([sock], [], [], 0)[0])
-            if not readable:
-                return False
-            head = sock.recv(1, socket.MSG_PEEK)  # readable: returns at once, whatever the socket timeout
-        except (OSError, ValueError):  # closed under us (stop()): ValueError for fd -1
-            head = b""
-        if not head or head[0] == tds.PKT_ATTENTION:
-            self._flag.set()
-            return True
-        return False
-
-    def wait(self, timeout: float) -> bool:
-        """Sleep ``timeout`` seconds (request latency fault) unless cancelled first; True if cancelled."""
-        deadline = time.monotonic() + timeout
-        while not self.poll():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            self._flag.wait(min(remaining, 0.01))
-        return True
-
-
-class _Connection:
-    """One client socket: one thread that reads and answers its requests; the EngineSession after login."""
-
-    def __init__(self, server: SQLServerStandIn, sock: socket.socket, number: int) -> None:
-        self.server = server
-        self.sock = sock
-        self.number = number
-        self.cancel = _CancelProbe(self)
-        self.rbuf = bytearray()  # bytes read from the socket and not yet consumed (see _CancelProbe)
-        self.session: Optional[_SessionLike] = None
-        self.spid = 0
-        self.tds_version = tds.TDS74
-        self.packet_size = tds.DEFAULT_PACKET_SIZE
-        self.counters = _new_counters()
-        self.info: dict[str, Any] = {}
-        self.closed = threading.Event()
-        self._close_lock = threading.Lock()
-        self.worker = threading.Thread(target=self._serve_loop, name=f"standin-conn-{number}", daemon=True)
-
-    def start(self) -> None:
-        self.worker.start()
-
-    def _serve_loop(self) -> None:
-        """Read a message, answer it, repeat. An ATTENTION (read when no batch runs) gets its DONE(ATTN)."""
-        sock = self.sock
-        buf = self.rbuf
-        message: list[bytes] = []
-        message_type = -1
-        try:
-            while True:
-                while len(buf) < tds.HEADER_SIZE:
-                    data = sock.recv(65536)
-                    if not data:
-                        return
-                    buf += data
-                ptype, status, length = tds.parse_header(bytes(buf[:tds.HEADER_SIZE]))
-                while len(buf) < length:
-                    data = sock.recv(max(65536, length - len(buf)))
-                    if not data:
-                        return
-                    buf += data
-                payload = bytes(buf[tds.HEADER_SIZE:length])
-                del buf[:length]
-                self.counters["bytes_in"] += length
-                if ptype == tds.PKT_ATTENTION:
-                    # The batch it cancelled (if any) has stopped already: acknowledge, as SQL Server does.
-                    self.server._count("attentions")
-                    self.cancel.clear()
-                    self._send(tds.done(tds.DONE_ATTN))
-                    continue
-                if message and ptype != message_type:
-                    raise tds.ProtocolError("packet type changed inside a message")
-                message_type = ptype
-                message.append(payload)
-                if status & tds.STATUS_EOM:
-                    whole = message[0] if len(message) == 1 else b"".join(message)
-                    message = []
-                    if not self._dispatch(ptype, whole):
-                        return
-        except (OSError, tds.ProtocolError) as exc:
-            if not self.closed.is_set():
-                log.debug("connection %d: connection stops: %s", self.number, exc)
-        except Exception:  # a bug in the stand-in: log it loudly, drop the client
-            log.exception("connection %d: stand-in failure", self.number)
-        finally:
-            self.cancel.set()
-            self.close()
-
-    def _dispatch(self, ptype: int, payload: bytes) -> bool:
-        """Answer one whole message; False means the connection is to be dropped."""
-        if ptype == tds.PKT_SQL_BATCH:
-            return self._batch(payload)
-        if ptype == tds.PKT_PRELOGIN:
-            self._prelogin(payload)
-            return True
-        if ptype == tds.PKT_LOGIN7:
-            return self._login(payload)
-        self._count_request()
-        self._send(tds.error_reply(
-            Message(50000, 16, 1, f"The stand-in does not support TDS packet type {ptype} "
-                                  "(RPC, bulk load, transaction manager): send SQL batches."),
-            SERVER_NAME))
-        return True
-
-    def _send(self, payload: bytes) -> None:
-        data = tds.packetize(tds.PKT_TABULAR, payload, self.packet_size, self.spid)
-        self.counters["bytes_out"] += len(data)
-        self.sock.sendall(data)
-
-    def _prelogin(self, payload: bytes) -> None:
-        options = tds.parse_prelogin(payload)
-        self.info["client_encryption"] = options.get(tds.PL_ENCRYPTION, b"\x00")[:1].hex()
-        self._send(tds.build_prelogin_response(tds.ENCRYPT_NOT_SUP))
-
-    def _login(self, payload: bytes) -> bool:
-        """LOGIN7 -> LOGINACK and friends, or ERROR 18456/4060/... and a closed socket."""
-        server = self.server
-        login = tds.parse_login7(payload)
-        self.tds_version = tds.negotiate_tds_version(login.tds_version)
-        delay = server.faults.login_delay
-        if delay > 0 and self.closed.wait(delay):
-            return False
-        error = server.faults.take_login_refusal(login.user, login.database)
-        if error is None and not server._check_credentials(login.user, login.password):
-            error = make_error(18456, login.user)
-        if error is None:
-            try:
-                self.session = server._engine_connect(login.database or None, login.user)
-            except SQLError as exc:
-                # SQL Server adds 18456 after 4060; pymssql would then report 18456 and hide the
-                # useful number, so the stand-in sends only the database error.
-                error = exc
-        if error is not None:
-            server._count_login(ok=False, error=error.number)
-            self._send(tds.error_reply(error.to_message(), SERVER_NAME))
-            log.info("refused login of %r (error %d)", login.user, error.number)
-            return False
-        assert self.session is not None
-        self.spid = self.session.session_id
-        self.info.update(user=login.user, app_name=login.app_name, host_name=login.hostname,
-                         database=self.session.database, tds_version=f"0x{self.tds_version:08X}")
-        packet_size = tds.negotiate_packet_size(login.packet_size)
-        # Registered before the LOGINACK goes out: a client that has it finds its SPID in stats().
-        server._register(self)
-        server._count_login(ok=True)
-        self._send(tds.login_response(self.session.database, packet_size, self.tds_version, SERVER_NAME))
-        self.packet_size = packet_size
-        return True
-
-    def _count_request(self) -> None:
-        self.counters["requests"] += 1
-        self.server._count("requests")
-
-    def _batch(self, payload: bytes) -> bool:
-        """Run one SQL batch; False means the connection is to be dropped."""
-        server = self.server
-        self._count_request()
-        session = self.session
-        if session is None:
-            raise tds.ProtocolError("SQL batch before login")
-        sql = tds.sql_batch_text(payload, self.tds_version)
-        if server.log_sql:
-            server._log_sql(sql)
-        faults = server.faults
-        cancel = self.cancel
-        if faults.active:
-            if faults.take_drop():
-                log.info("connection %d: dropping the connection on request (fault)", self.number)
-                return False
-            delay = faults.request_latency
-            if delay > 0 and cancel.wait(delay):
-                return True  # cancelled before it ran: the ATTENTION gets the only answer
-        if cancel.is_set():
-            return True  # cancelled before it ran (close()): nothing to answer
-        cancel.arm()
-        try:
-            events = session.execute(sql, self.cancel)
-        except server._cancelled as exc:
-            log.debug("connection %d: batch cancelled: %s", self.number, exc)
-            return True
-        except SQLError as exc:
-            events = [exc.to_message(), Done(error=True)]
-        except Exception as exc:
-            if self.cancel.is_set():
-                return True
-            log.exception("connection %d: engine failure on %r", self.number, sql[:200])
-            events = [Message(50000, 16, 1, f"Stand-in engine failure: {type(exc).__name__}: {exc}"),
-                      Done(error=True)]
-        if faults.active:
-            cut = faults.take_reply_cut(sql)
-            if cut is not None:
-                ran, hold = cut
-                ran.set()
-                if hold is not None:
-                    while not hold.wait(0.05) and not self.closed.is_set():
-                        pass
-                log.info("connection %d: request ran; closing without a reply (fault)", self.number)
-                return False
-        self._send(tds.encode_events(events, SERVER_NAME))
-        return True
-
-    def close(self) -> None:
-        """Close the socket; the worker then closes the engine session (rolling back an open transaction).
-
-        Called from any thread; waits (briefly) for the worker so that after stop() no transaction of a
-        dropped client is still holding locks.
-        """
-        with self._close_lock:
-            first = not self.closed.is_set()
-            self.closed.set()
-        if first:
-            self.cancel.set()
-            try:
-                self.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self.sock.close()
-        if threading.current_thread() is self.worker or not self.worker.is_alive():
-            self._release()
-        else:
-            self.worker.join(5)
-            if self.worker.is_alive():
-                log.warning("connection %d: worker still busy 5 s after close", self.number)
-
-    def _release(self) -> None:
-        with self._close_lock:
-            session, self.session = self.session, None
-        if session is not None:
-            try:
-                session.close()
-            except Exception:
-                log.exception("connection %d: closing the engine session failed", self.number)
-        self.server._unregister(self)
-
-
 class _Hooks:
     """EngineHooks: counts statements and applies raise_error faults before each one runs."""
 
@@ -405,7 +78,7 @@ class SQLServerStandIn:
                  password: Optional[str] = None, data_file: Optional[str] = None,
                  utc_offset: Optional[timedelta] = None, host: str = "127.0.0.1",
                  users: Optional[dict[str, str]] = None, log_sql: bool = False,
-                 *, engine_factory: Optional[EngineFactory] = None,
+                 *, engine_factory: Optional[EngineFactory] = None, tls: TlsOption = False,
                  profile: Union[str, Profile, None] = None) -> None:
         # Which engine to behave like: sqlserver (default), azure or babelfish (profiles.py);
         # None reads $BEAKER_MSSQL_PROFILE.
@@ -431,14 +104,22 @@ class SQLServerStandIn:
         self._lock = threading.Lock()
         self._listener: Optional[socket.socket] = None
         self._accept_thread: Optional[threading.Thread] = None
-        self._connections: set[_Connection] = set()
-        self._by_spid: dict[int, _Connection] = {}
+        self._connections: set[Connection] = set()
+        self._by_spid: dict[int, Connection] = {}
         self._totals = {"logins": 0, "login_failures": 0, "requests": 0, "statements": 0, "connections": 0,
                         "attentions": 0, "last_login_error": 0}
         self._per_connection: dict[int, dict[str, Any]] = {}
         self._conn_numbers = 0
-        self._backdoor: Optional[_SessionLike] = None
+        self._backdoor: Optional[SessionLike] = None
         self._backdoor_lock = threading.Lock()
+        # TLS: tls=True makes a self-signed certificate, tls=(certfile, keyfile) uses those; off by default
+        self._tls_option = tls
+        self._certificate: Optional[ServerCertificate] = ServerCertificate(tls) if tls else None
+
+    @property
+    def tls_ca_file(self) -> Optional[str]:
+        """The PEM file a client verifying the stand-in's certificate trusts (None without TLS)."""
+        return self._certificate.ca_file if self._certificate is not None else None
 
     # -- lifecycle --------------------------------------------------------------------------------------
 
@@ -461,6 +142,8 @@ class SQLServerStandIn:
         if self._listener is not None:
             return self
         self.engine  # noqa: B018 - create it before the first client can arrive
+        if self._tls_option and self._certificate is None:  # started again after close()
+            self._certificate = ServerCertificate(self._tls_option)
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -518,6 +201,9 @@ class SQLServerStandIn:
         if self._engine is not None:
             self._engine.close()
             self._engine = None
+        if self._certificate is not None:
+            self._certificate.close()
+            self._certificate = None
 
     def __enter__(self) -> SQLServerStandIn:
         return self.start()
@@ -538,7 +224,7 @@ class SQLServerStandIn:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self._conn_numbers += 1
-                conn = _Connection(self, sock, self._conn_numbers)
+                conn = Connection(self, sock, self._conn_numbers)
                 self._connections.add(conn)
                 self._totals["connections"] += 1
             conn.start()
@@ -549,11 +235,11 @@ class SQLServerStandIn:
         expected = self._credentials.get(user.lower())
         return expected is not None and secrets.compare_digest(expected.encode(), password.encode())
 
-    def _engine_connect(self, database: Optional[str], login: str) -> _SessionLike:
-        session: _SessionLike = self.engine.connect(database, login=login)
+    def _engine_connect(self, database: Optional[str], login: str) -> SessionLike:
+        session: SessionLike = self.engine.connect(database, login=login)
         return session
 
-    def _register(self, conn: _Connection) -> None:
+    def _register(self, conn: Connection) -> None:
         with self._lock:
             self._by_spid[conn.spid] = conn
             entry: dict[str, Any] = {"open": True}
@@ -561,7 +247,7 @@ class SQLServerStandIn:
             entry["counters"] = conn.counters
             self._per_connection[conn.spid] = entry
 
-    def _unregister(self, conn: _Connection) -> None:
+    def _unregister(self, conn: Connection) -> None:
         with self._lock:
             self._connections.discard(conn)
             if self._by_spid.get(conn.spid) is conn:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 from ..results import MAX, Column, Done, Event, ResultSet, SQLError
 from . import ast as A
 from .catalog import lookup_view, view_rows
-from .expressions import CE, Binder, Fn, Scope, Source
+from .compiled import CE, Fn
+from .expressions import Binder, Scope, Source
 from .locks import STMT, TXN, LockConflict
 from .parser import DEFAULT
 from .storage import ColumnInfo, Database, Index, Table, sort_key

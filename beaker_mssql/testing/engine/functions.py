@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..results import MAX, SQLError
 from . import ast as A
-from .expressions import CE, Binder, date_part, datetime_add, datetime_diff
+from .compiled import CE
+from .datetimes import date_part, datetime_add, datetime_diff
 from .types import (
     INTEGER_KINDS,
     STRING_KINDS,
@@ -30,6 +31,7 @@ from .types import (
 
 if TYPE_CHECKING:
     from .executor import Ctx
+    from .expressions import Binder
 
 VERSION = (
     "Microsoft SQL Server 2019 (RTM) - 15.0.2000.5 compatible: beaker_mssql.testing SQL Server stand-in "

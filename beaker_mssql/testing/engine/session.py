@@ -34,6 +34,9 @@ class CancelFlag(Protocol):
     def is_set(self) -> bool: ...
 
 
+BindHook = Callable[[A.Batch, Ctx], int]
+
+
 class _BatchAbort(Exception):
     pass
 
@@ -98,6 +101,7 @@ class EngineSession:
         self.engine = engine
         self.session_id = session_id
         self.database = database
+        self.login_database = database
         self.login = login
         self.trancount = 0
         self.rowcount = 0
@@ -111,6 +115,7 @@ class EngineSession:
         self.undo: list[tuple[Any, ...]] = []
         self.savepoints: dict[str, int] = {}
         self.tran_name: Optional[str] = None
+        self.last_tran_end = ""  # 'commit' / 'rollback': how the last transaction ended (TDS ENVCHANGE 9/10)
         self.closed = False
         self.cancel: Optional[CancelFlag] = None
         self.executor = Executor(self)
@@ -120,8 +125,15 @@ class EngineSession:
 
     # ------------------------------------------------------------------ public API
 
-    def execute(self, batch: str, cancel: Optional[CancelFlag] = None) -> list[Event]:
-        """Run a batch; SQL errors become Message + Done(error=True) events."""
+    def execute(
+        self, batch: str, cancel: Optional[CancelFlag] = None, bind: Optional[BindHook] = None
+    ) -> list[Event]:
+        """Run a batch; SQL errors become Message + Done(error=True) events.
+
+        ``bind`` is how RPC parameters get in (testing/rpc.py): it is called with the parsed batch and
+        its Ctx before anything runs, sets variables, and returns how many leading statements (the
+        parameter declarations) to skip. Everything else is the batch path itself.
+        """
         if self.closed:
             raise RuntimeError("session is closed")
         events: list[Event] = []
@@ -151,6 +163,14 @@ class EngineSession:
                 return [refused.to_message(), Done(error=True)]
         ctx = Ctx(self, values, ast_batch)
         run = _Run(self, ctx, key, raws, events, cancel)
+        statements = ast_batch.statements
+        if bind is not None:
+            try:
+                skip = bind(ast_batch, ctx)
+            except SQLError as e:
+                self.last_error = e.number
+                return [e.to_message(), Done(error=True)]
+            statements = statements[skip:]
         with eng.mutex:
             stamp = (eng.schema_version, self.database)
             if ast_batch.prebound != stamp:
@@ -161,7 +181,7 @@ class EngineSession:
                     return [e.to_message(), Done(error=True)]
                 ast_batch.prebound = stamp
         try:
-            run.block(ast_batch.statements)
+            run.block(statements)
         except Cancelled:
             # An attention ends the batch (the statement in progress is rolled back); the open
             # transaction is rolled back too only under SET XACT_ABORT ON, and otherwise stays open
@@ -182,6 +202,28 @@ class EngineSession:
             self.cancel = None
             eng.after_batch()
         return events
+
+    def reset(self, keep_transaction: bool = False) -> None:
+        """sp_reset_connection (the RESETCONNECTION bit of a pooled client's next request): roll back
+        (unless RESETCONNECTIONSKIPTRAN), release session applocks, SET options and database back to
+        the login's. [MS-TDS] 2.2.3.1.2; what is reset: the sp_reset_connection notes in SQL Server's docs.
+        """
+        eng = self.engine
+        with eng.cond:
+            if self.trancount and not keep_transaction:
+                self.rollback_all()
+            if eng.locks.release_resource_kind(self.session_id, "a", SESSION):
+                eng.cond.notify_all()
+        self.nocount = False
+        self.xact_abort = False
+        self.implicit_transactions = False
+        self.lock_timeout = -1
+        self.textsize = 2147483647
+        self.isolation = "READ COMMITTED"
+        self.database = self.login_database
+        self.rowcount = 0
+        self.last_error = 0
+        eng.after_batch()
 
     def close(self) -> None:
         """Disconnect: roll back any open transaction and release every lock (applocks included)."""
@@ -274,6 +316,7 @@ class EngineSession:
                 del self.savepoints[name]
 
     def rollback_all(self) -> None:
+        self.last_tran_end = "rollback"
         self.undo_to(0)
         self.trancount = 0
         self.savepoints.clear()
@@ -281,6 +324,7 @@ class EngineSession:
         self.end_transaction_locks()
 
     def commit_all(self) -> None:
+        self.last_tran_end = "commit"
         if self.undo:
             self.engine.dirty = True
         self.undo.clear()
