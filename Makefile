@@ -44,8 +44,9 @@ pytest: $(STAMP)
 	if [ -n "$$failed" ]; then echo "make test: pytest failed for:$$failed" >&2; exit 1; fi
 
 ## make demo: the example Pyramid app on http://127.0.0.1:6543 (stand-in unless BEAKER_MSSQL_URL is set).
+## Another port: make demo DEMO_ARGS='--port 6544'
 demo: $(STAMP)
-	$(BIN)/python examples/demo.py
+	$(BIN)/python examples/demo.py $(DEMO_ARGS)
 
 ## make bench: every benchmark; rewrites benchmarks/RESULTS.md.
 bench: $(STAMP)

@@ -14,14 +14,12 @@ import configparser
 import json
 import logging
 import os
-import re
 import sys
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Optional, TextIO
-from urllib.parse import unquote
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional, TextIO
 
 from beaker_mssql import __version__
 from beaker_mssql.config import (
@@ -33,25 +31,35 @@ from beaker_mssql.config import (
     parse_settings,
     parse_table_name,
 )
+from beaker_mssql.diagnostics import MASK, closest, mask_url
+from beaker_mssql.errors import ConnectionFailedError
+from beaker_mssql.events import masked_logger
 
 if TYPE_CHECKING:
     from beaker_mssql.store import MSSQLStore
 
-__all__ = ["ENV_URL", "CLIError", "build_parser", "main", "mask_url", "read_ini_settings"]
+__all__ = [
+    "ENV_URL",
+    "CLIError",
+    "build_parser",
+    "describe_unrecognized",
+    "main",
+    "mask_url",
+    "read_ini_settings",
+]
 
 ENV_URL = "BEAKER_MSSQL_URL"
 DEFAULT_TABLE = "[dbo].[sessions]"
 EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
-MASK = "***"
+# A sessions table in a system database is almost always a URL without /database (the login's
+# default database is usually master): create-table refuses these unless told otherwise.
+SYSTEM_DATABASES = frozenset({"master", "model", "msdb", "tempdb"})
 
 # Session options that Beaker itself (or pyramid_beaker) consumes never reach the store: the CLI
 # drops them, and Beaker's pass-through keys, instead of letting the store warn about them.
 CLI_IGNORED_KEYS = BEAKER_SESSION_KEYS | BEAKER_KEYS
 
-logger = logging.getLogger("beaker_mssql.cli")
-
-# user:password@ inside a URL; the password runs to the last @ before the host part.
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^\s/]*@")
+logger = masked_logger("beaker_mssql.cli")
 
 
 class CLIError(Exception):
@@ -60,11 +68,6 @@ class CLIError(Exception):
     def __init__(self, message: str, code: int = EXIT_RUNTIME) -> None:
         super().__init__(message)
         self.code = code
-
-
-def mask_url(text: str) -> str:
-    """Every ``scheme://user:secret@`` in ``text`` -> ``scheme://user:***@`` (the rest unchanged)."""
-    return _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{MASK}@", text)
 
 
 def describe_target(settings: Settings) -> str:
@@ -119,14 +122,16 @@ class Context:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.secrets: list[str] = []
         self._store: Optional[MSSQLStore] = None
         self._settings: Optional[Settings] = None
+        self._database: Optional[str] = None
         self.source = ""
+        self.prefix = ""
         ini: dict[str, str] = {}
         ini_spec: Optional[str] = getattr(args, "ini", None)
         if ini_spec:
             ini, self.source = read_ini_settings(ini_spec)
+            self.prefix = "session."  # how the keys are spelt in the file, for warnings
         self.options: dict[str, Any] = {k: v for k, v in ini.items() if k not in CLI_IGNORED_KEYS}
         url: Optional[str] = getattr(args, "url", None)
         if url:
@@ -137,7 +142,6 @@ class Context:
             if env_url:
                 self.options["url"] = env_url
                 self.source = f"${ENV_URL}"
-        self._remember_secrets(self.options)
         table: Optional[str] = getattr(args, "table", None)
         self.table: TableName = parse_table_name(table or self.options.get("table") or DEFAULT_TABLE)
         self.options["table"] = self.table
@@ -145,19 +149,6 @@ class Context:
         # the table behind the operator's back (create-table does that explicitly).
         self.options["auto_remove"] = False
         self.options["create_table"] = False
-
-    def _remember_secrets(self, options: Mapping[str, Any]) -> None:
-        """Collect every spelling of the password so error text can be scrubbed of it."""
-        password = options.get("password")
-        if isinstance(password, str) and password:
-            self.secrets.append(password)
-        url = options.get("url")
-        if isinstance(url, str) and "@" in url:
-            userinfo = url.partition("://")[2].rpartition("@")[0]
-            if ":" in userinfo:
-                raw = userinfo.split(":", 1)[1]
-                if raw:
-                    self.secrets.extend({raw, unquote(raw)})
 
     @property
     def settings(self) -> Settings:
@@ -167,14 +158,16 @@ class Context:
                 raise CLIError(
                     f"no database given: use --url URL, --ini FILE#SECTION or set ${ENV_URL}", EXIT_CONFIG
                 )
-            self._settings = parse_settings(self.options)
-            if self._settings.password:
-                self.secrets.append(self._settings.password)
+            self._settings = parse_settings(self.options, prefix=self.prefix)
         return self._settings
 
     @property
     def target(self) -> str:
-        return describe_target(self.settings)
+        """The server as a URL (password masked), plus the database actually used once known."""
+        text = describe_target(self.settings)
+        if self._database is not None:
+            text += f" (database {self._database})"
+        return text
 
     @property
     def store(self) -> MSSQLStore:
@@ -185,39 +178,109 @@ class Context:
             logger.info("using %s, table %s (from %s)", self.target, self.table.quoted, self.source)
         return self._store
 
+    def database(self) -> str:
+        """``DB_NAME()``: where the login really landed (a URL without /database uses its default)."""
+        if self._database is None:
+            sql = self.store.statements.database_name
+            row = self.store._run("login", lambda cur: _fetchone(cur, sql), prepare=False)
+            self._database = "" if row is None or row[0] is None else str(row[0])
+        return self._database
+
+    def table_shapes(self) -> list[tuple[TableName, int]]:
+        """Every base table of the database with how many of sid/session/expires it has."""
+        sql = self.store.statements.table_shapes
+        rows = self.store._run("table_shapes", lambda cur: _fetchall(cur, sql), prepare=False)
+        return [(TableName(str(r[0]), str(r[1])), int(r[2] or 0)) for r in rows]
+
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
             self._store = None
 
 
+def _fetchone(cur: Any, sql: str) -> Any:
+    cur.execute(sql)
+    return cur.fetchone()
+
+
+def _fetchall(cur: Any, sql: str) -> list[Any]:
+    cur.execute(sql)
+    return list(cur.fetchall())
+
+
 # -- commands -----------------------------------------------------------------------------------
 
 
 def cmd_create_table(ctx: Context, out: TextIO) -> int:
-    """Idempotent DDL; ``--dry-run`` prints it without connecting (for a DBA to review or run)."""
+    """Idempotent DDL; ``--dry-run`` prints it without connecting (for a DBA to review or run).
+
+    Refuses a system database (master, model, msdb, tempdb) unless ``--allow-system-database``:
+    a URL without ``/database`` lands in the login's default database, usually master, and a
+    sessions table there is a mistake that is easy to make and tedious to find later.
+    """
     memory_optimized = bool(ctx.args.memory_optimized)
     if ctx.args.dry_run:
         from beaker_mssql.sql import create_table_sql
 
         out.write(create_table_sql(ctx.table, memory_optimized=memory_optimized))
         return EXIT_OK
+    database = ctx.database()
+    if database.lower() in SYSTEM_DATABASES and not ctx.args.allow_system_database:
+        given = ctx.settings.connection.database
+        why = (
+            f"the URL names database {given}"
+            if given
+            else "the URL names no database, so the login's default database was used"
+        )
+        raise CLIError(
+            f"refusing to create {ctx.table.quoted} in the system database {database} ({why}): "
+            f"put the application's database in the URL (mssql://user:password@host:port/DATABASE), "
+            f"or pass --allow-system-database if you really mean {database}",
+            EXIT_CONFIG,
+        )
     ctx.store.create_table(memory_optimized=memory_optimized)
     kind = "memory-optimized table" if memory_optimized else "table"
-    print(f"{kind} {ctx.table.quoted} is ready on {ctx.target}", file=out)
+    where = describe_target(ctx.settings)
+    print(f"{kind} {ctx.table.quoted} is ready in database {database} on {where}", file=out)
     return EXIT_OK
 
 
 def cmd_check(ctx: Context, out: TextIO) -> int:
     """Exit 0 only when the table is exactly what the package needs, so deploy scripts can gate on it."""
+    database = ctx.database()
     problems = ctx.store.check_table()
     if problems:
         for problem in problems:
             print(f"problem: {problem}", file=out)
+        if problems == [f"table {ctx.table.quoted} does not exist"]:
+            for line in _missing_table_advice(ctx, database):
+                print(line, file=out)
         print(f"{ctx.table.quoted} on {ctx.target}: {len(problems)} problem(s)", file=out)
         return EXIT_RUNTIME
     print(f"ok: {ctx.table.quoted} on {ctx.target} has the expected columns and indexes", file=out)
     return EXIT_OK
+
+
+def _missing_table_advice(ctx: Context, database: str) -> list[str]:
+    """For a missing table: the tables that look like sessions tables, a close name, or create-table."""
+    shapes = ctx.table_shapes()
+    lines: list[str] = []
+    sessions_like = [t.quoted for t, n in shapes if n == 3]
+    if sessions_like:
+        lines.append(
+            f"hint: tables in database {database} with sid, session and expires columns: "
+            + ", ".join(sessions_like)
+        )
+    names = {t.quoted: t for t, _ in shapes}
+    guess = closest(ctx.table.quoted, names) or closest(ctx.table.name, {t.name for t in names.values()})
+    if guess is not None:
+        quoted = guess if guess in names else next(q for q, t in names.items() if t.name == guess)
+        lines.append(f"hint: did you mean --table {quoted}?")
+    lines.append(
+        f"hint: or create it: beaker-mssql create-table --table {ctx.table.quoted} "
+        "(with the same --url/--ini)"
+    )
+    return lines
 
 
 def cmd_sweep(ctx: Context, out: TextIO) -> int:
@@ -231,6 +294,7 @@ def cmd_sweep(ctx: Context, out: TextIO) -> int:
             sys.stderr.write(f"\rdeleting expired rows from {ctx.table.quoted}: {deleted}")
             sys.stderr.flush()
 
+    ctx.database()
     started = time.monotonic()
     try:
         deleted = ctx.store.destroy_expired(batch_size=batch_size, progress=progress)
@@ -239,7 +303,10 @@ def cmd_sweep(ctx: Context, out: TextIO) -> int:
             sys.stderr.write("\n")
     elapsed = time.monotonic() - started
     if not ctx.args.quiet:
-        print(f"deleted {deleted} expired row(s) from {ctx.table.quoted} in {elapsed:.3f} s", file=out)
+        print(
+            f"deleted {deleted} expired row(s) from {ctx.table.quoted} on {ctx.target} in {elapsed:.3f} s",
+            file=out,
+        )
     return EXIT_OK
 
 
@@ -253,10 +320,12 @@ def _jsonable(value: object) -> object:
 
 def cmd_stats(ctx: Context, out: TextIO) -> int:
     """Live/expired counts and sizes: is the sweeper keeping up, how big are sessions."""
+    database = ctx.database()
     stats = dict(ctx.store.stats())
     if ctx.args.json:
         payload = {key: _jsonable(value) for key, value in stats.items()}
         payload["table"] = ctx.table.quoted
+        payload["database"] = database
         json.dump(payload, out, indent=2, sort_keys=True)
         out.write("\n")
         return EXIT_OK
@@ -319,6 +388,69 @@ def _port(text: str) -> int:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that no error message ever echoes a URL's credentials.
+
+    argparse quotes argv back ("unrecognized arguments: mssql://sa:secret@..."), so a URL given
+    without ``--url`` or after a misspelt option would land on the terminal and in CI logs.
+    """
+
+    def parse_args(  # type: ignore[override]
+        self, args: Optional[Sequence[str]] = None, namespace: Optional[argparse.Namespace] = None
+    ) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self.error(describe_unrecognized(extras, _option_names(self)))
+        return parsed
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_CONFIG, f"{self.prog}: error: {mask_url(message)}\n")
+
+
+def _option_names(parser: argparse.ArgumentParser) -> set[str]:
+    """Every option string of ``parser`` and its sub-commands (for "did you mean")."""
+    names: set[str] = set()
+    for action in parser._actions:
+        names.update(o for o in action.option_strings if o.startswith("--"))
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                names |= _option_names(sub)
+    return names
+
+
+def describe_unrecognized(extras: Sequence[str], options: set[str]) -> str:
+    """``unrecognized arguments`` without echoing secrets: URLs masked, values of unknown options hidden.
+
+    The value after an unknown option may be a password (``--pasword s3cret``), so it is never shown;
+    a stray URL is shown with ``***`` for its password and the hint to put it after ``--url``.
+    """
+    shown: list[str] = []
+    hints: list[str] = []
+    after_unknown_option = False
+    for token in extras:
+        if token.startswith("-") and len(token) > 1:
+            name, eq, _ = token.partition("=")
+            shown.append(f"{name}=(value hidden)" if eq else name)
+            guess = closest(name, options) if name.startswith("--") else None
+            if guess:
+                hints.append(f"did you mean {guess}?")
+            after_unknown_option = not eq
+        elif "://" in token:
+            shown.append(mask_url(token))
+            if not after_unknown_option:
+                hints.append("a URL goes after --url: --url 'mssql://user:password@host:port/database'")
+            after_unknown_option = False
+        elif after_unknown_option:
+            shown.append("(value hidden)")
+            after_unknown_option = False
+        else:
+            shown.append(repr(token))
+    text = "unrecognized arguments: " + " ".join(shown)
+    unique = list(dict.fromkeys(hints))
+    return text + ("; " + "; ".join(unique) if unique else "")
+
+
 def _add_connection_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     """The same options on the main parser and every sub-command (either place works)."""
     default: Any = argparse.SUPPRESS if suppress else None
@@ -350,7 +482,7 @@ def _add_connection_options(parser: argparse.ArgumentParser, suppress: bool) -> 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="beaker-mssql",
         description="Operate the SQL Server table behind Beaker sessions and caches (ext:mssql).",
         epilog=f"Connection: --url, else --ini's session.url, else ${ENV_URL}. "
@@ -374,6 +506,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument(
         "--dry-run", action="store_true", help="print the DDL and exit without connecting to anything"
+    )
+    create.add_argument(
+        "--allow-system-database",
+        action="store_true",
+        help="create the table even in master/model/msdb/tempdb (refused by default: usually a URL "
+        "without /database)",
     )
     create.set_defaults(handler=cmd_create_table)
 
@@ -430,12 +568,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     verbose = bool(getattr(args, "verbose", False))
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
+        format=("%(levelname)s %(name)s: " if verbose else "beaker-mssql: %(levelname)s: ") + "%(message)s",
         stream=sys.stderr,
     )
     out = sys.stdout
     ctx: Optional[Context] = None
-    secrets = [args.password] if args.command == "standin" and args.password else []
     try:
         if args.command == "standin":
             return cmd_standin(args, out)
@@ -446,32 +583,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("beaker-mssql: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        if ctx is not None:
-            secrets.extend(ctx.secrets)
-        return _report(exc, verbose, ctx, secrets)
+        return _report(exc, verbose, ctx)
     finally:
         if ctx is not None:
             try:
                 ctx.close()
             except Exception as exc:  # closing a broken pool must not hide the real error
-                logger.debug("closing the store failed: %s", exc)
+                logger.debug("closing the store failed: %s", mask_url(str(exc)))
 
 
-def _report(exc: Exception, verbose: bool, ctx: Optional[Context], secrets: list[str]) -> int:
-    """One line on stderr (a scrubbed traceback with --verbose) and the exit code for ``exc``."""
+def _report(exc: Exception, verbose: bool, ctx: Optional[Context]) -> int:
+    """One line on stderr (with --verbose: the traceback and the driver's full text) and the exit code.
 
-    def scrub(text: str) -> str:
-        for secret in sorted(set(secrets), key=len, reverse=True):
-            if secret:
-                text = text.replace(secret, MASK)
-        return mask_url(text)
-
+    Text is masked structurally (URL credentials): error messages are built from settings whose
+    repr hides the password, and the driver never echoes it.
+    """
     if isinstance(exc, CLIError):
         code = exc.code
         message = str(exc)
     elif isinstance(exc, ConfigurationError):
         code = EXIT_CONFIG
         message = f"configuration error: {exc}"
+    elif isinstance(exc, ConnectionFailedError) and exc.__cause__ is not None and ctx is not None:
+        code = EXIT_RUNTIME
+        message = " ".join(str(exc).split())  # already names host:port, the reason and a hint
     else:
         code = EXIT_RUNTIME
         text = " ".join(str(exc).split()) or type(exc).__name__
@@ -480,8 +615,10 @@ def _report(exc: Exception, verbose: bool, ctx: Optional[Context], secrets: list
             where = f" ({ctx.target}, table {ctx.table.quoted})"
         message = f"{type(exc).__name__}: {text}{where}"
     if verbose:
-        sys.stderr.write(scrub("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))))
-    print(f"beaker-mssql: {scrub(message)}", file=sys.stderr)
+        sys.stderr.write(mask_url("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))))
+        if exc.__cause__ is not None:
+            sys.stderr.write(f"driver said: {mask_url(str(exc.__cause__))}\n")
+    print(f"beaker-mssql: {mask_url(message)}", file=sys.stderr)
     return code
 
 

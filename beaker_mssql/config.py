@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any, Callable, Optional, Union
 from urllib.parse import parse_qsl, unquote
 
+from beaker_mssql.diagnostics import closest
 from beaker_mssql.errors import ConfigurationError
 from beaker_mssql.events import logger
 
@@ -447,8 +448,8 @@ def parse_url(url: str) -> dict[str, Any]:
         raise ConfigurationError(
             f"url must start with mssql://, got {_mask_url(url)!r}"
         )
+    _check_unencoded(rest)
     rest, _, query = rest.partition("?")
-    rest, _, _fragment = rest.partition("#")
     at = rest.rfind("@")
     userinfo, hostpart = (rest[:at], rest[at + 1 :]) if at >= 0 else ("", rest)
     hostport, _, path = hostpart.partition("/")
@@ -486,6 +487,25 @@ def parse_url(url: str) -> dict[str, Any]:
             raise ConfigurationError(f"url query parameter {name!r} is not supported; use one of {supported}")
         options[name] = value
     return options
+
+
+def _check_unencoded(rest: str) -> None:
+    """Refuse a ``#`` or a second ``@`` after ``scheme://``: an unencoded character of the password.
+
+    ``#`` starts a URL fragment, so ``sa:p@ss#word@host`` would silently become user ``sa`` on host
+    ``ss``; two ``@`` leave the reader guessing where the credentials end. The message names the
+    character and its escape, never the password.
+    """
+    if "#" in rest:
+        raise ConfigurationError(
+            "url holds an unencoded '#': in a password percent-encode it as %23 "
+            "(a mssql:// URL has no #fragment)"
+        )
+    if rest.partition("?")[0].count("@") > 1:
+        raise ConfigurationError(
+            "url holds more than one unencoded '@': in the user name or password percent-encode "
+            "'@' as %40 (the credentials end at the single '@' before the host)"
+        )
 
 
 _URL_QUERY_KEYS = frozenset(
@@ -576,13 +596,27 @@ def _build_connection(options: Mapping[str, Any]) -> ConnectionSettings:
     )
 
 
-def parse_settings(options: Mapping[str, Any]) -> Settings:
-    """Validate and coerce ``options`` (strings welcome) into :class:`Settings`."""
+def unknown_option_message(key: str, prefix: str = "") -> str:
+    """``ignoring unknown option 'session.tll': did you mean 'session.ttl'?`` (the ini spelling
+    when ``prefix`` is known, e.g. ``session.`` or ``cache.short_term.``)."""
+    guess = closest(key, KNOWN_KEYS)
+    known = ", ".join(sorted(KNOWN_KEYS))
+    hint = f"; did you mean {prefix + guess!r}?" if guess else f"; known options: {known}"
+    where = "" if prefix else " (session.* or cache.<region>.* setting)"
+    return f"ignoring unknown option {prefix + key!r}{where}{hint}"
+
+
+def parse_settings(options: Mapping[str, Any], prefix: str = "") -> Settings:
+    """Validate and coerce ``options`` (strings welcome) into :class:`Settings`.
+
+    ``prefix`` (``session.``, ``cache.<region>.``) is how the options are spelt where they came from,
+    so a warning about an unknown one names the key the user actually wrote.
+    """
     if isinstance(options, Settings):
         return options
     for key in options:
         if key not in KNOWN_KEYS and key not in BEAKER_KEYS:
-            logger.warning("beaker_mssql: ignoring unknown option %r", key)
+            logger.warning("beaker_mssql: %s", unknown_option_message(str(key), prefix))
 
     def get(key: str, default: Any) -> Any:
         value = options.get(key)

@@ -10,7 +10,9 @@ A failing callback is logged and otherwise ignored: monitoring must never break 
 Operational messages go to the ``beaker_mssql`` logger; security-relevant ones (corrupt payloads,
 sid case conflicts, refused ids) to ``beaker_mssql.security`` so they can be routed on their own.
 Nothing logged here ever contains a password: connection details come from
-:meth:`~beaker_mssql.config.ConnectionSettings.describe`.
+:meth:`~beaker_mssql.config.ConnectionSettings.describe`, and every package logger carries
+:class:`MaskingFilter`, which masks URL credentials in the final text of a record (a driver message
+or an exception quoted in a log line could otherwise carry a URL).
 """
 
 from __future__ import annotations
@@ -19,10 +21,50 @@ import logging
 import threading
 from typing import Any, Callable, Optional
 
-__all__ = ["EVENT_NAMES", "Events", "logger", "security_logger", "short_sid"]
+from beaker_mssql.diagnostics import mask_url
 
-logger = logging.getLogger("beaker_mssql")
-security_logger = logging.getLogger("beaker_mssql.security")
+__all__ = [
+    "EVENT_NAMES",
+    "Events",
+    "MaskingFilter",
+    "logger",
+    "masked_logger",
+    "security_logger",
+    "short_sid",
+]
+
+
+class MaskingFilter(logging.Filter):
+    """Replace ``scheme://user:secret@`` by ``scheme://user:***@`` in a record's formatted message.
+
+    Structural, like :func:`~beaker_mssql.diagnostics.mask_url`: the record is rewritten only when
+    it holds a URL with credentials, and then only the password part changes.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # a broken format string: let logging report it as usual
+            return True
+        masked = mask_url(text)
+        if masked != text:
+            record.msg, record.args = masked, None
+        return True
+
+
+_FILTER = MaskingFilter()
+
+
+def masked_logger(name: str) -> logging.Logger:
+    """``logging.getLogger(name)`` with :class:`MaskingFilter` attached (once)."""
+    log = logging.getLogger(name)
+    if _FILTER not in log.filters:
+        log.addFilter(_FILTER)
+    return log
+
+
+logger = masked_logger("beaker_mssql")
+security_logger = masked_logger("beaker_mssql.security")
 
 EVENT_NAMES = ("connect", "error", "session_error")
 

@@ -160,9 +160,9 @@ class ConnectionPool:
     """Thread-safe LIFO pool with overflow, recycling and a checkout timeout."""
 
     surplus_idle = 10.0  # seconds an idle connection beyond pool_size is kept
-    # While logins fail, at most one login attempt per this many seconds per pool: the threads in
-    # between get the last failure at once. An outage then costs the server a trickle of logins, not
-    # one per waiting thread per retry (no stampede when it comes back).
+    # While logins fail, at most one login attempt per this many seconds per pool from different
+    # threads: the others in between get the last failure at once. An outage then costs the server
+    # a trickle of logins, not one per waiting thread per retry (no stampede when it comes back).
     probe_interval = 0.25
 
     def __init__(
@@ -192,6 +192,7 @@ class ConnectionPool:
         self._pins: dict[int, tuple[Lease, int]] = {}  # thread ident -> (pinned lease, depth)
         self._login_failure: Optional[Exception] = None  # the last failed login while logins fail
         self._last_login = -1e9
+        self._last_prober = 0
         self.ever_connected = False
         self._stats = {"connects": 0, "discarded": 0, "recycled": 0, "waits": 0, "wait_time": 0.0,
                        "checkouts": 0, "timeouts": 0, "reclaimed": 0, "login_failures": 0,
@@ -272,12 +273,17 @@ class ConnectionPool:
     def _probe_login(self) -> Any:
         """Log in, unless logins are failing and another thread tried less than probe_interval ago."""
         now = time.monotonic()
+        me = threading.get_ident()
         with self._cond:
             failure = self._login_failure
-            if failure is not None and now - self._last_login < self.probe_interval:
+            # Another thread's attempt failed a moment ago: share its answer. (A thread's own retry
+            # is paced by its own backoff, and a caller trying again after an error is not held up.)
+            recent = now - self._last_login < self.probe_interval
+            if failure is not None and recent and self._last_prober != me:
                 self._stats["logins_skipped"] += 1
                 raise type(failure)(*failure.args)
             self._last_login = now
+            self._last_prober = me
         try:
             connection = self._login()
         except Exception as exc:

@@ -106,6 +106,9 @@ class Statements:
     indexes: str  # object
     getapplock: str  # resource, timeout_ms
     releaseapplock: str  # resource
+    # -- operator diagnostics (the CLI) --
+    database_name: str  # the database the login actually landed in (a URL may name none)
+    table_shapes: str  # every base table with how many of sid/session/expires it has
 
 
 @functools.cache
@@ -166,6 +169,15 @@ def statements_for(table: TableName, use_utc: bool = True) -> Statements:
         ),
         getapplock=APPLOCK_SQL,
         releaseapplock=APPUNLOCK_SQL,
+        database_name="SELECT DB_NAME()",
+        table_shapes=(
+            "SELECT c.TABLE_SCHEMA, c.TABLE_NAME, "
+            "SUM(CASE WHEN c.COLUMN_NAME IN (N'sid', N'session', N'expires') THEN 1 ELSE 0 END) "
+            "FROM INFORMATION_SCHEMA.COLUMNS AS c JOIN INFORMATION_SCHEMA.TABLES AS t "
+            "ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME "
+            "WHERE t.TABLE_TYPE = N'BASE TABLE' "
+            "GROUP BY c.TABLE_SCHEMA, c.TABLE_NAME ORDER BY c.TABLE_SCHEMA, c.TABLE_NAME"
+        ),
     )
 
 

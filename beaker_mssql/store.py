@@ -30,6 +30,7 @@ from typing import Any, Callable, Optional, TypeVar
 import pymssql
 
 from beaker_mssql.config import CONTROL_CHARS, Settings, parse_settings
+from beaker_mssql.diagnostics import login_failure_message, mask_url
 from beaker_mssql.errors import (
     ALREADY_EXISTS,
     ConnectionFailedError,
@@ -686,7 +687,7 @@ class MSSQLStore:
                 self.events.emit("error", exc, method)
                 if not sent:  # the login failed: nothing reached the server
                     transient = login_is_transient(error_message(exc), self.pool.ever_connected)
-                    retry = pinned is None and transient
+                    retry = pinned is None and transient and settings.retries > 0  # 0: fail fast
                     outcome = Outcome.AMBIGUOUS
                     logins += 1
                     tries = logins
@@ -734,10 +735,7 @@ class MSSQLStore:
         elif isinstance(exc, pymssql.DatabaseError):
             message = server_message(exc)  # the server's text without pymssql's DB-Lib trailer
         equivalent = sqlserver_equivalent(number, message, login)
-        password = self.settings.connection.password
-        if password:
-            message = message.replace(password, "***")
-        message = " ".join(message.split())
+        message = " ".join(mask_url(message).split())
         if number in _DBLIB_TEXT and (not message or message == str(number)):
             message = _DBLIB_TEXT[number]
         where = self.settings.connection.describe()
@@ -749,7 +747,15 @@ class MSSQLStore:
                 f"`beaker-mssql create-table --url mssql://...` (with --table {table}), set the option "
                 "create_table = true, or run sql/create_sessions.sql."
             )
-        if login or is_broken(exc) or equivalent in _LOGIN_FAILED or isinstance(exc, pymssql.InterfaceError):
+        if login:
+            conn = self.settings.connection
+            raw = error_message(exc)
+            text = login_failure_message(
+                method, conn.server, conn.port, conn.user, conn.database, number,
+                raw if raw.strip() and raw.strip() != str(number) else message,
+            )
+            return ConnectionFailedError(text, number, method)
+        if is_broken(exc) or equivalent in _LOGIN_FAILED or isinstance(exc, pymssql.InterfaceError):
             return ConnectionFailedError(
                 f"{method}: connection to {where} failed (error {number}): {message}", number, method
             )

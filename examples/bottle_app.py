@@ -1,6 +1,12 @@
 """Bottle + Beaker sessions in SQL Server: a visit counter and a login, through SessionMiddleware.
 
-    BEAKER_MSSQL_URL=mssql://sa:Dev-Only-Passw0rd@127.0.0.1:14330/test python examples/bottle_app.py
+    python examples/bottle_app.py        # a stand-in SQL Server, started here (data in var/)
+    BEAKER_MSSQL_URL='mssql://user:password@host:1433/db' python examples/bottle_app.py   # your server
+
+(``PORT=8081`` for another port) then ``curl -c jar -b jar http://127.0.0.1:8080/`` (JSON) and
+``curl -c jar -b jar -d username=ann http://127.0.0.1:8080/login``. Run this way the example
+passes ``create_table=True``; in your own app create the table once (``beaker-mssql create-table``)
+or the first request raises ``beaker_mssql.TableMissingError`` naming the table.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ import os
 from typing import Any
 
 import bottle
+from _server import database_url, url_from_environment
 from beaker.middleware import SessionMiddleware
 
 from beaker_mssql.integrations import end_session
@@ -60,7 +67,7 @@ def make_app(url: str | None = None, table: str = "[dbo].[sessions]", **options:
     """Bottle app + SessionMiddleware; ``options`` are extra ``session.*`` settings (no prefix)."""
     config: dict[str, Any] = {
         "session.type": "ext:mssql",
-        "session.url": url or os.environ["BEAKER_MSSQL_URL"],
+        "session.url": url or url_from_environment("bottle_app.py"),
         "session.table": table,
         "session.ttl": 1800,
         "session.key": "bottle_example",
@@ -74,4 +81,13 @@ def make_app(url: str | None = None, table: str = "[dbo].[sessions]", **options:
 
 
 if __name__ == "__main__":
-    bottle.run(make_app(), host="127.0.0.1", port=8080)
+    from beaker_mssql.diagnostics import mask_url
+
+    port = int(os.environ.get("PORT", "8080"))
+    db_url, standin, source = database_url("bottle_app")
+    print(f"database: {mask_url(db_url)} ({source})", flush=True)
+    try:
+        bottle.run(make_app(db_url, create_table=True), host="127.0.0.1", port=port)
+    finally:
+        if standin is not None:
+            standin.close()

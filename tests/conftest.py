@@ -7,14 +7,17 @@ Plain helper functions (new_sid, wait_until, run_threads) are in tests/helpers.p
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 from typing import Any, Callable
+from urllib.parse import quote
 
 import pytest
 
 from beaker_mssql import MSSQLStore
 from beaker_mssql.config import parse_table_name
+from beaker_mssql.errors import MSSQLStoreError
 from beaker_mssql.sql import drop_table_sql
 
 pytest_plugins = ["pytester"]  # tests/test_standin_server.py runs small pytest sessions in-process
@@ -49,6 +52,52 @@ def scratch_table(mssql_server: Any) -> Iterator[str]:
         yield name
     finally:
         mssql_server.execute(drop_table_sql(parse_table_name(name)))
+
+
+class _Collect(logging.Handler):
+    """Every log record of a test, formatted with its traceback (exception texts included)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.texts: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.texts.append(self.format(record))
+        except Exception:  # a record that cannot be formatted is logging's problem, not a leak
+            pass
+
+
+@pytest.fixture(autouse=True)
+def _server_password_never_leaks(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Suite-wide sweep (issue 11): no log record and no beaker_mssql exception message that any test
+    produces may contain the server's password (raw or percent-encoded). tests/test_password_sweep.py
+    does the same with short and special-character passwords, where mangling is the risk."""
+    handler = _Collect()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    messages: list[str] = []
+    original = MSSQLStoreError.__init__
+
+    def recording_init(self: MSSQLStoreError, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        messages.append(str(self))
+
+    monkeypatch.setattr(MSSQLStoreError, "__init__", recording_init)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+    if "mssql_server" not in request.fixturenames:
+        return
+    password = request.getfixturevalue("mssql_server").password
+    if not password:
+        return
+    for text in handler.texts + messages:
+        for secret in {password, quote(password, safe="")}:
+            assert secret not in text, f"the server password leaked into: {text[:300]!r}"
 
 
 @pytest.fixture(autouse=True)

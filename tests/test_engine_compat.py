@@ -186,6 +186,7 @@ def test_bug3_errors_classified_on_every_engine(server: SQLServerStandIn, fresh:
     login = subprocess.run([sys.executable, "-c", LOGIN_CHILD], capture_output=True, text=True, timeout=60,
                            check=True, env=dict(os.environ, CHILD_URL=url)).stdout
     assert login.startswith("ConnectionFailedError ") and "no_such_db" in login
+    assert "Hint: check the database name" in login  # 911 on Babelfish reads like 4060
     assert server.password not in login
 
 

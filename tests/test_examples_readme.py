@@ -71,3 +71,35 @@ def test_relative_links_exist():
     assert links
     missing = [link for link in links if not (ROOT / link).exists()]
     assert missing == []
+
+
+def testing_block() -> str:
+    section = README.split("## Testing your own app", 1)[1].split("\n## ", 1)[0]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_testing_example_runs_as_written(mssql_url, mssql_table, standin):
+    """The README's own test example, executed: its make_app is examples/wsgi_app.py's."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    namespace: dict = {}
+    exec(compile(testing_block(), "README.md#testing-your-own-app", "exec"), namespace)
+    tests = sorted(name for name in namespace if name.startswith("test_"))
+    assert tests == ["test_session_expires_by_the_database_clock", "test_visits_survive_a_restart"]
+    namespace["test_visits_survive_a_restart"](mssql_url, mssql_table)
+    standin.execute(f"DELETE FROM {mssql_table}")
+    namespace["test_session_expires_by_the_database_clock"](standin, mssql_table)
+
+
+def test_readme_first_screen_says_where_the_suite_has_run():
+    first_screen = "\n".join(README.splitlines()[:25])
+    assert "stand-in" in first_screen and "not yet run" in first_screen
+    assert "docs/demo.png" in first_screen
+
+
+def test_readme_install_lists_the_extras_that_exist():
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    for extra in re.findall(r"pip install 'beaker-mssql\[(\w+)\]'", README):
+        assert re.search(rf"^{extra} = \[", pyproject, re.MULTILINE), extra
+    assert "beaker-mssql[pyramid]" in README and "beaker-mssql[testing]" in README

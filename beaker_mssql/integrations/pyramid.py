@@ -23,11 +23,11 @@ Use both includes, in this order::
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any, Optional
 
 from beaker_mssql.config import BEAKER_KEYS, BEAKER_SESSION_KEYS, ConfigurationError, Settings, parse_settings
+from beaker_mssql.events import masked_logger
 
 __all__ = [
     "BACKEND",
@@ -38,7 +38,7 @@ __all__ = [
     "validate_settings",
 ]
 
-logger = logging.getLogger("beaker_mssql.integrations.pyramid")
+logger = masked_logger("beaker_mssql.integrations.pyramid")
 
 BACKEND = "ext:mssql"
 SESSION_SETTINGS_KEY = "beaker_mssql.session_settings"
@@ -99,7 +99,7 @@ def _parse(options: Mapping[str, Any], where: str) -> Settings:
         )
     relevant = {k: v for k, v in options.items() if k not in BEAKER_KEYS or k == "timeout"}
     try:
-        return parse_settings(relevant)
+        return parse_settings(relevant, prefix=where)
     except ConfigurationError as exc:
         raise ConfigurationError(f"{where}*: {exc}") from None
 
@@ -174,23 +174,39 @@ def includeme(config: Any) -> None:
             _describe(region_settings),
         )
 
-    wanted = [s for s in [session, *caches.values()] if s is not None and s.create_table]
+    wanted: list[tuple[str, Settings]] = []
+    if session is not None and session.create_table:
+        wanted.append(("session.", session))
+    wanted.extend((f"cache.{region}.", item) for region, item in caches.items() if item.create_table)
     if wanted:
+        _create_tables(wanted)
 
-        def create_tables() -> None:
-            from beaker_mssql.store import MSSQLStore
 
-            done: set[Any] = set()
-            for item in wanted:
-                if item.pool_key in done:
-                    continue
-                done.add(item.pool_key)
-                store = MSSQLStore.from_settings(item)
-                try:
-                    store.create_table()
-                finally:
-                    store.close()
-                logger.info("beaker-mssql: table %s is ready", item.table.quoted)
+def _create_tables(wanted: list[tuple[str, Settings]]) -> None:
+    """CREATE TABLE for ``create_table = true``, now, while pserve starts.
 
-        # An action runs when the configuration is committed (make_wsgi_app), once per app.
-        config.action(("beaker_mssql", "create_table"), create_tables)
+    Run here rather than as a deferred Pyramid action: a failure then surfaces as one
+    :class:`ConfigurationError` naming the ini keys to check (not Pyramid's wrapped
+    ``ConfigurationExecutionError`` with the whole driver text and a "Line 0 of file None").
+    """
+    from beaker_mssql.errors import MSSQLStoreError
+    from beaker_mssql.store import MSSQLStore
+
+    done: set[Any] = set()
+    for where, item in wanted:
+        if item.pool_key in done:
+            continue
+        done.add(item.pool_key)
+        store = MSSQLStore.from_settings(item)
+        try:
+            store.create_table()
+        except MSSQLStoreError as exc:
+            url_key = "cache.url" if where.startswith("cache.") else f"{where}url"
+            raise ConfigurationError(
+                f"{where}create_table = true, but creating {item.table.quoted} at startup failed: {exc} "
+                f"(check {url_key} and {where}table, or set {where}create_table = false and create "
+                "the table with `beaker-mssql create-table`)"
+            ) from None
+        finally:
+            store.close()
+        logger.info("beaker-mssql: table %s is ready", item.table.quoted)

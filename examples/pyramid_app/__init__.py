@@ -30,6 +30,8 @@ from beaker_mssql.integrations import end_session
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_INI = os.path.join(HERE, "development.ini")
 REPORT_CACHE = "pyramid_app.report_cache"
+# Optional: a callable(request) -> HTML that examples/demo.py registers to show the session's row.
+INSPECTOR = "pyramid_app.inspector"
 REPORT_REGION = "short_term"
 
 # How often the "expensive" report was really computed (the cached view shows it).
@@ -53,10 +55,29 @@ def load_settings(ini_path: str = DEFAULT_INI, section: str = "app:main") -> dic
     }
 
 
+STYLE = """
+body { font: 16px/1.5 system-ui, sans-serif; max-width: 52rem; margin: 2rem auto; padding: 0 1rem;
+       color: #1d2430; background: #fafbfc; }
+h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { font-size: 1.15rem; margin-top: 1.6rem; }
+.lead { color: #4a5568; margin-top: 0; }
+section { background: #fff; border: 1px solid #d9dee5; border-radius: 8px; padding: .4rem 1.2rem 1rem;
+          margin: 1rem 0; }
+dl { display: grid; grid-template-columns: max-content 1fr; gap: .3rem 1rem; }
+dt { color: #4a5568; } dd { margin: 0; font-family: ui-monospace, monospace; word-break: break-all; }
+pre, code { font-family: ui-monospace, monospace; font-size: .9rem; }
+pre { background: #f1f3f6; padding: .7rem; border-radius: 6px; overflow-x: auto; white-space: pre-wrap; }
+button { font: inherit; padding: .3rem .9rem; border-radius: 6px; border: 1px solid #3b5bdb;
+         background: #3b5bdb; color: #fff; cursor: pointer; }
+input { font: inherit; padding: .25rem .5rem; } .flash { color: #2b8a3e; } .note { color: #4a5568; }
+.warn { color: #c92a2a; }
+"""
+
+
 def _page(request: Request, title: str, body: str) -> Response:
     return Response(
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title></head><body>{body}</body></html>",
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>{body}</body></html>",
         content_type="text/html",
         charset="utf-8",
     )
@@ -82,11 +103,17 @@ def home(request: Request) -> Response:
             f"<input type='hidden' name='csrf_token' value='{token}'>"
             "<input name='username' placeholder='name'> <button type='submit'>Log in</button></form>"
         )
+    inspector = request.registry.get(INSPECTOR)
     body = (
         "<h1>beaker-mssql example</h1>"
+        "<p class='lead'>A Pyramid app whose sessions (<code>request.session</code>) and cache live in "
+        "SQL Server through Beaker's <code>ext:mssql</code> backend.</p>"
         f"<ul>{flashes}</ul>"
+        "<section><h2>Your session</h2>"
         f"<p>Visits in this session: <b id='visits'>{session['visits']}</b></p>"
-        f"{account}<p><a href='/report'>A cached report</a></p>"
+        f"{account}<p><a href='/report'>A cached report</a> (a Beaker cache region in its own table)</p>"
+        "</section>"
+        f"{inspector(request) if inspector is not None else ''}"
     )
     return _page(request, "beaker-mssql example", body)
 
