@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest demo bench standin node-clients clean
+.PHONY: test test-slow lint typecheck pytest demo bench standin node-clients clean
 
 $(STAMP): pyproject.toml setup.cfg
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ pytest: $(STAMP)
 		if [ $$status -ne 0 ]; then failed="$$failed $$profile"; fi; \
 	done; \
 	if [ -n "$$failed" ]; then echo "make test: pytest failed for:$$failed" >&2; exit 1; fi
+
+## make test-slow: the differential test (memory vs ext:mssql) with many more generated examples; CI runs it.
+DIFFERENTIAL_EXAMPLES ?= 5000
+test-slow: $(STAMP)
+	DIFFERENTIAL_EXAMPLES=$(DIFFERENTIAL_EXAMPLES) $(BIN)/python -m pytest tests/test_differential.py -q
 
 ## make demo: the example Pyramid app on http://127.0.0.1:6543 (stand-in unless BEAKER_MSSQL_URL is set).
 ## Another port: make demo DEMO_ARGS='--port 6544'

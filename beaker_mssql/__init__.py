@@ -5,6 +5,7 @@ from beaker_mssql.errors import (
     ConnectionFailedError,
     CorruptSessionError,
     DatabaseError,
+    InvalidCacheKey,
     InvalidSessionId,
     LockNotGrantedError,
     MSSQLStoreError,
@@ -12,6 +13,7 @@ from beaker_mssql.errors import (
     SerializationError,
     SidCaseConflictError,
     TableMissingError,
+    UncachedValueWarning,
 )
 from beaker_mssql.namespace import MSSQLNamespaceManager
 from beaker_mssql.store import MSSQLStore
@@ -23,6 +25,7 @@ __all__ = [
     "ConnectionFailedError",
     "CorruptSessionError",
     "DatabaseError",
+    "InvalidCacheKey",
     "InvalidSessionId",
     "LockNotGrantedError",
     "MSSQLNamespaceManager",
@@ -32,5 +35,6 @@ __all__ = [
     "SerializationError",
     "SidCaseConflictError",
     "TableMissingError",
+    "UncachedValueWarning",
     "__version__",
 ]

@@ -41,6 +41,14 @@ class CorruptSessionError(MSSQLStoreError, ValueError):
     """
 
 
+class InvalidCacheKey(MSSQLStoreError, TypeError):
+    """A cache key of a type that has no row form (a list, an arbitrary object) or NaN.
+
+    Keys map to rows the way Beaker's memory backend tells dict keys apart, which needs a stable
+    text for every value: str, bytes, numbers, None, dates, UUIDs and tuples/frozensets of those.
+    """
+
+
 class SerializationError(MSSQLStoreError, ValueError):
     """A cache value cannot be encoded with the configured serializer; nothing was written."""
 
@@ -94,6 +102,15 @@ class SaveConflictError(DatabaseError):
 class WriteOutcomeUnknownError(ConnectionFailedError):
     """The connection broke while a write was in flight and the row does not show whether it
     committed. The write was not sent again: re-sending could overwrite a later write by someone else."""
+
+
+class UncachedValueWarning(UserWarning):
+    """A value computed by ``get(createfunc=...)`` could not be encoded, so it was returned uncached.
+
+    Losing a computed value to a serializer limit (``serializer = json`` and a ``datetime``, a ``set``,
+    NaN) would turn a cache into an outage; the next ``get`` computes it again. ``put`` still raises
+    :class:`SerializationError`.
+    """
 
 
 #: Babelfish's fixed number for an error it does not map to a SQL Server number

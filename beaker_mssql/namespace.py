@@ -14,42 +14,69 @@ Row ids:
   ``sid = encode(namespace) + ':' + encode(key)``. :func:`encode_part` keeps short strings of
   lowercase letters, digits and ``._-/|`` readable, writes anything else as ``~x`` + hex (so keys
   differing only by case stay distinct under the case-insensitive collation) and hashes what would
-  not fit (``~h`` + SHA-256), keeping every sid within 255 characters.
+  not fit (``~h`` + SHA-256), keeping every sid within 255 characters. Keys that are not text
+  (Beaker's ``Cache`` turns ``str`` keys into ``bytes`` itself) get a typed form from
+  :func:`encode_key` (``~i1``, ``~n``, ``~t...``): two keys share a row exactly when they are equal
+  as dict keys, as in Beaker's memory, file and database backends (``1``, ``1.0`` and ``True`` are
+  one entry; ``1`` and ``'1'``, ``None`` and ``'None'`` are two).
+
+Beaker's ``Session`` gets the reactions of the reference backends where this backend has to refuse
+something: an id it cannot store (``'abc '``, 256 characters) is replaced by a new one while the
+session loads (:func:`_replace_refused_session_id`), and a save that collides by letter case with
+another user's row moves the client to a new id (:meth:`MSSQLNamespaceManager._save_under_new_id`).
 """
 
 from __future__ import annotations
 
 import atexit
+import datetime
+import decimal
+import fractions
 import hashlib
 import json
 import math
+import numbers
 import re
 import sys
 import threading
+import uuid
+import warnings
 from collections.abc import Hashable, Mapping
 from types import FrameType
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
-from beaker.container import NamespaceManager
+from beaker.container import NamespaceManager, Value
 from beaker.session import Session
 from beaker.synchronization import SynchronizerImpl
 
 from beaker_mssql.config import Settings, parse_settings
 from beaker_mssql.errors import (
     CorruptSessionError,
+    InvalidCacheKey,
     InvalidSessionId,
     LockNotGrantedError,
     MSSQLStoreError,
+    SerializationError,
+    SidCaseConflictError,
+    UncachedValueWarning,
     WriteOutcomeUnknownError,
 )
-from beaker_mssql.events import logger
+from beaker_mssql.events import logger, security_logger, short_sid
 from beaker_mssql.merge import decode_blob, encode_blob, merge_sessions, same_but_access_time
-from beaker_mssql.payload import decode_session, encode_session, is_emptied_session
+from beaker_mssql.payload import decode_session, describe_key, encode_session, is_emptied_session
 from beaker_mssql.pool import ConnectionPool
 from beaker_mssql.sql import NO_EXPIRY_SECONDS
 from beaker_mssql.store import AppLock, Loaded, MSSQLStore, validate_sid
 
-__all__ = ["MSSQLNamespaceManager", "MSSQLSynchronizer", "close_all", "encode_part", "store_for"]
+__all__ = [
+    "MSSQLNamespaceManager",
+    "MSSQLSynchronizer",
+    "close_all",
+    "decode_key",
+    "encode_key",
+    "encode_part",
+    "store_for",
+]
 
 SESSION_KEY = "session"
 _SESSION_KEY_BYTES = SESSION_KEY.encode("ascii")
@@ -140,6 +167,147 @@ def decode_part(text: str) -> str:
     return text
 
 
+# Typed cache keys. Canonical text T(key): equal keys (as dict keys) give equal text, different keys
+# different text; only lowercase ASCII, so the case-insensitive collation cannot merge two of them.
+#   i<int>  every integral number: 1, 1.0, True, Decimal("1") (they are one dict key)
+#   f<repr> other floats and numbers exactly equal to one (2.5 == Fraction(5, 2)), inf, -inf
+#   q<n>/<d> other rationals (Decimal("0.1"), Fraction(1, 3))
+#   n None;  d<iso> date;  m<digits> naive datetime;  w<digits> aware datetime (as UTC);  v<hex> UUID
+#   u<hex> str and x<hex> bytes inside a tuple or frozenset (there Beaker does not turn str into bytes)
+#   t<T>,<T>...) tuple;  z<T>,<T>...) frozenset (elements sorted)
+# A top-level typed key is "~" + T; longer than the room left: "~g" + SHA-256 (string keys keep
+# encode_part's "~x"/"~h" forms, so the two can never meet).
+_TYPED_HASH = "~g"
+
+
+def encode_key(key: object, limit: int) -> str:
+    """A cache key's text: strings as :func:`encode_part`, other keys in their typed form (<= ``limit``)."""
+    if isinstance(key, (str, bytes)):
+        return encode_part(key, limit)
+    text = "~" + _typed(key)
+    if len(text) <= limit:
+        return text
+    return _TYPED_HASH + hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def _typed(value: object) -> str:
+    if value is None:
+        return "n"
+    if isinstance(value, str):
+        return "u" + value.encode("utf-8", "surrogatepass").hex()
+    if isinstance(value, bytes):
+        return "x" + value.hex()
+    if isinstance(value, tuple):
+        return "t" + ",".join(_typed(item) for item in value) + ")"
+    if isinstance(value, frozenset):
+        return "z" + ",".join(sorted(_typed(item) for item in value)) + ")"
+    if isinstance(value, datetime.datetime):
+        offset = value.utcoffset()
+        if offset is None:
+            return "m" + _datetime_digits(value)
+        return "w" + _datetime_digits(value.replace(tzinfo=None) - offset)
+    if isinstance(value, datetime.date):
+        return "d" + value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return "v" + value.hex
+    if isinstance(value, complex) and value.imag == 0:
+        value = value.real
+    if isinstance(value, (numbers.Real, decimal.Decimal)):  # Decimal is not registered as Real
+        return _typed_number(value)
+    raise InvalidCacheKey(
+        f"cache key {value!r} of type {type(value).__name__} cannot be stored: use str, bytes, int, float, "
+        "Decimal, Fraction, bool, None, date, datetime, UUID, or a tuple or frozenset of those"
+    )
+
+
+def _typed_number(value: Union[numbers.Real, decimal.Decimal]) -> str:
+    if isinstance(value, numbers.Integral):
+        return "i" + str(int(value))
+    try:
+        exact = fractions.Fraction(value)  # type: ignore[arg-type]
+    except TypeError:  # a Real that Fraction does not take (e.g. numpy.float32): through float
+        exact = fractions.Fraction(float(value))
+    except (ValueError, OverflowError):  # NaN or infinity
+        try:
+            as_float = float(value)
+        except ValueError:  # Decimal("sNaN")
+            as_float = math.nan
+        if math.isnan(as_float):
+            raise InvalidCacheKey(
+                "cache key NaN cannot be stored: NaN is not equal to itself, so no later lookup could find it"
+            ) from None
+        return "f" + repr(as_float)
+    if exact.denominator == 1:
+        return "i" + str(exact.numerator)
+    try:
+        as_float = float(exact)
+    except OverflowError:  # e.g. 10**400 + 0.5 as a Decimal or Fraction: no float equals it
+        as_float = math.nan
+    if math.isfinite(as_float) and fractions.Fraction(as_float) == exact:  # one form for equal floats
+        return "f" + repr(as_float)
+    return f"q{exact.numerator}/{exact.denominator}"
+
+
+def _datetime_digits(value: datetime.datetime) -> str:
+    return (
+        f"{value.year:04d}{value.month:02d}{value.day:02d}"
+        f"{value.hour:02d}{value.minute:02d}{value.second:02d}{value.microsecond:06d}"
+    )
+
+
+def decode_key(text: str) -> Any:
+    """Inverse of :func:`encode_key` for ``keys()`` (hashed keys come back in their stored form)."""
+    if not text.startswith("~") or text.startswith(("~x", "~h", _TYPED_HASH)):
+        return decode_part(text)
+    try:
+        value, end = _parse_typed(text, 1)
+    except (ValueError, IndexError):
+        return text
+    return value if end == len(text) else text
+
+
+def _parse_typed(text: str, pos: int) -> tuple[Any, int]:
+    """One typed value starting at ``pos``: (value, position after it)."""
+    tag = text[pos]
+    if tag in "tz":
+        items: list[Any] = []
+        pos += 1
+        while text[pos] != ")":
+            item, pos = _parse_typed(text, pos)
+            items.append(item)
+            if text[pos] == ",":
+                pos += 1
+        return (tuple(items) if tag == "t" else frozenset(items)), pos + 1
+    end = pos + 1
+    while end < len(text) and text[end] not in ",)":
+        end += 1
+    body = text[pos + 1 : end]
+    value: Any
+    if tag == "n" and not body:
+        value = None
+    elif tag == "i":
+        value = int(body)
+    elif tag == "f":
+        value = float(body)
+    elif tag == "q":
+        value = fractions.Fraction(body)
+    elif tag == "u":
+        value = bytes.fromhex(body).decode("utf-8", "surrogatepass")
+    elif tag == "x":
+        value = bytes.fromhex(body)
+    elif tag == "d":
+        value = datetime.date.fromisoformat(body)
+    elif tag in "mw":
+        value = datetime.datetime.strptime(body, "%Y%m%d%H%M%S%f")
+        if tag == "w":
+            value = value.replace(tzinfo=datetime.timezone.utc)
+    elif tag == "v":
+        value = uuid.UUID(hex=body)
+    else:
+        raise ValueError(f"unknown typed key tag {tag!r}")
+    return value, end
+
+
 def _row_dict(text: str) -> Optional[dict[str, Any]]:
     """The session dict in a column text (plain JSON, or a Beaker pickle/json blob); None if opaque."""
     if text.startswith("{"):
@@ -180,6 +348,67 @@ def _fail_loudly_in_beaker_session(error: MSSQLStoreError) -> None:
         frame = frame.f_back
 
 
+def _beaker_session_in(method: str) -> Optional[Session]:
+    """The Beaker ``Session`` whose ``method`` (``load``/``save``) is running below us, if any.
+
+    Only a few frames are looked at: Beaker calls the namespace manager directly from these methods.
+    """
+    frame: Optional[FrameType] = sys._getframe(2)
+    for _ in range(8):
+        if frame is None:
+            return None
+        candidate = frame.f_locals.get("self")
+        if frame.f_code.co_name == method and isinstance(candidate, Session):
+            return candidate
+        frame = frame.f_back
+    return None
+
+
+def _replace_refused_session_id(sid: str) -> str:
+    """An id this backend refuses (``'abc '``, 256 characters) behaves like an unknown one.
+
+    The memory backend answers such a cookie with a fresh session; here the id can never reach the
+    server (:func:`~beaker_mssql.store.validate_sid` logs the refusal on the security logger). So
+    while Beaker's ``Session.load`` builds this manager, give that session a new id with Beaker's
+    own ``_create_id`` (new id, new cookie, ``is_new``), exactly what it does for a client that sent
+    no cookie; ``load`` then finds no row and starts an empty session. This works with
+    ``invalidate_corrupt`` off (pyramid_beaker's default), where an error would fail every request
+    until the cookie is cleared. Outside ``Session.load`` the refusal stays an error.
+    """
+    try:
+        return validate_sid(sid)
+    except InvalidSessionId:
+        session = _beaker_session_in("load")
+        if session is None:
+            return sid  # raised again, by the first store call
+    session._create_id()
+    new_sid = str(session.id)
+    security_logger.warning("gave the client a new session %s in place of a refused id", short_sid(new_sid))
+    return new_sid
+
+
+def _computed_by_createfunc() -> bool:
+    """Is this write Beaker's ``Value.get_value`` storing what ``createfunc`` just computed?
+
+    Frames: this function, ``set_value`` here, Beaker's ``Value.set_value``, and its caller. Only a
+    direct ``Value.get_value`` caller counts: a ``put`` (even one made inside a createfunc) is not.
+    """
+    frame = sys._getframe(2)
+    caller = frame.f_back
+    return (
+        frame.f_code is Value.set_value.__code__
+        and caller is not None
+        and caller.f_code is Value.get_value.__code__
+    )
+
+
+def _warn_uncached(key: object, error: SerializationError) -> None:
+    """``get(createfunc=...)`` keeps its computed value when the serializer cannot store it."""
+    message = f"{error}; returning the computed value without caching it"
+    logger.warning("beaker_mssql: %s", message)
+    warnings.warn(message, UncachedValueWarning, stacklevel=5)
+
+
 class MSSQLNamespaceManager(NamespaceManager):  # type: ignore[misc]
     """Beaker ``NamespaceManager`` over :class:`~beaker_mssql.store.MSSQLStore`."""
 
@@ -194,6 +423,8 @@ class MSSQLNamespaceManager(NamespaceManager):  # type: ignore[misc]
                 _fail_loudly_in_beaker_session(exc)
             raise
         self.settings = self.store.settings
+        if self.session_mode:
+            self.namespace = namespace = _replace_refused_session_id(namespace)
         self._prefix = encode_part(namespace, NAMESPACE_LIMIT) + ":"
         self._local = threading.local()
         # The session row as Beaker's Session.load read it through this manager (Beaker keeps the
@@ -211,7 +442,7 @@ class MSSQLNamespaceManager(NamespaceManager):  # type: ignore[misc]
     def _sid(self, key: object) -> str:
         if self._is_session(key):
             return validate_sid(self.namespace)
-        return self._prefix + encode_part(key, 255 - len(self._prefix))
+        return self._prefix + encode_key(key, 255 - len(self._prefix))
 
     def _decode(self, key: object, text: str) -> Any:
         if self._is_session(key):
@@ -277,9 +508,18 @@ class MSSQLNamespaceManager(NamespaceManager):  # type: ignore[misc]
                 self.store.destroy(sid)
                 self._loaded = None
             else:
-                self._save_session(sid, value)
+                try:
+                    self._save_session(sid, value)
+                except SidCaseConflictError as conflict:
+                    self._save_under_new_id(value, conflict)
             return
-        text = self.store.serializer.dumps(value, key)
+        try:
+            text = self.store.serializer.dumps(value, key)
+        except SerializationError as exc:
+            if _computed_by_createfunc():
+                _warn_uncached(key, exc)
+                return
+            raise
         if expiretime is not None:
             ttl = min(max(1, math.ceil(expiretime)), NO_EXPIRY_SECONDS)
         else:
@@ -289,7 +529,7 @@ class MSSQLNamespaceManager(NamespaceManager):  # type: ignore[misc]
         except WriteOutcomeUnknownError as exc:
             # A cache value is recomputed when missing: a write lost to a broken connection costs a
             # recomputation, not the request (Beaker has already handed the value to the caller).
-            logger.warning("beaker_mssql: cache value for key %r not stored: %s", key, exc)
+            logger.warning("beaker_mssql: cache value for key %s not stored: %s", describe_key(key), exc)
 
     def _save_session(self, sid: str, blob: str) -> None:
         """Beaker's save of the session: skipped, conditional, or merged (README "How saving works")."""
@@ -312,6 +552,28 @@ class MSSQLNamespaceManager(NamespaceManager):  # type: ignore[misc]
         self.store.save(sid, text, loaded, merge=merge)
         # Written: a second save through this manager merges against what this one wrote.
         self._loaded = Loaded(text)
+
+    def _save_under_new_id(self, blob: str, conflict: SidCaseConflictError) -> None:
+        """React to a case conflict at save the way the reference backends would: a session of its own.
+
+        The client sent a case variant of another user's id (possible with unsigned cookies); the
+        case-insensitive primary key cannot hold both rows. Beaker's memory backend would simply keep
+        two sessions, so move this client to a new id (Beaker's ``regenerate_id``: new id, new cookie,
+        same data) and save there; the other row is never touched. Outside ``Session.save`` the
+        :class:`~beaker_mssql.errors.SidCaseConflictError` propagates.
+        """
+        session = _beaker_session_in("save")
+        if session is None:
+            raise conflict
+        old = short_sid(self.namespace)
+        session.regenerate_id()
+        new_sid = validate_sid(session.id)
+        self._loaded = None  # a new row: created, never merged with anything
+        self._save_session(new_sid, blob)
+        security_logger.warning(
+            "session id %s collides by letter case with another session's row; saved the client's "
+            "session under the new id %s instead", old, short_sid(new_sid),
+        )
 
     def _fresh(self, loaded: Loaded) -> bool:
         """Is the row younger than ``touch_seconds`` by the database clock?"""
@@ -339,12 +601,12 @@ class MSSQLNamespaceManager(NamespaceManager):  # type: ignore[misc]
         self.store.delete_prefix(self._prefix)
 
     def keys(self) -> list[Any]:
-        """Live keys of this namespace (hashed keys are returned in their stored ``~h...`` form)."""
+        """Live keys of this namespace (hashed keys come back in their stored ``~h``/``~g`` form)."""
         result: list[Any] = []
         if self.session_mode and self.store.get(validate_sid(self.namespace)) is not None:
             result.append(SESSION_KEY)
         sids = self.store.sids_with_prefix(self._prefix)
-        result.extend(decode_part(sid[len(self._prefix) :]) for sid in sids)
+        result.extend(decode_key(sid[len(self._prefix) :]) for sid in sids)
         return result
 
     def get_creation_lock(self, key: object) -> MSSQLSynchronizer:

@@ -31,7 +31,7 @@ from typing import Any, Union
 from beaker_mssql.errors import CorruptSessionError, SerializationError
 from beaker_mssql.events import security_logger, short_sid
 
-__all__ = ["CacheSerializer", "decode_session", "encode_session"]
+__all__ = ["CacheSerializer", "decode_session", "describe_key", "encode_session"]
 
 _B64_TEXT = re.compile(r"[A-Za-z0-9+/=\r\n]+")
 
@@ -114,6 +114,13 @@ def _corrupt(sid: str, reason: str) -> None:
     raise CorruptSessionError(f"session row {short_sid(sid)} cannot be decoded: {reason}")
 
 
+def describe_key(key: object) -> str:
+    """A cache key as the application wrote it: Beaker hands str keys over as bytes (``b'dt'``)."""
+    if isinstance(key, bytes):
+        return repr(key.decode("utf-8", "backslashreplace"))
+    return repr(key)
+
+
 class CacheSerializer:
     """Encodes cache values to column text and back with the configured serializer."""
 
@@ -136,7 +143,8 @@ class CacheSerializer:
             return base64.b64encode(pickle.dumps(value, protocol=4)).decode("ascii")
         except Exception as exc:
             raise SerializationError(
-                f"cache value for key {key!r} cannot be encoded with the {self.name} serializer: {exc}"
+                f"cache value for key {describe_key(key)} cannot be encoded with the {self.name} serializer: "
+                f"{exc}"
             ) from exc
 
     def loads(self, text: str, key: object = None) -> Any:
@@ -148,7 +156,8 @@ class CacheSerializer:
                 return json.loads(text)
             return pickle.loads(base64.b64decode(text, validate=True))  # noqa: S301 - see module doc
         except Exception as exc:
-            security_logger.warning("corrupt cache row for key %r: %s", key, type(exc).__name__)
+            security_logger.warning("corrupt cache row for key %s: %s", describe_key(key), type(exc).__name__)
             raise CorruptSessionError(
-                f"cache row for key {key!r} cannot be decoded with the {self.name} serializer: {exc}"
+                f"cache row for key {describe_key(key)} cannot be decoded with the {self.name} serializer: "
+                f"{exc}"
             ) from exc

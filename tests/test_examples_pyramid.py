@@ -18,7 +18,6 @@ from helpers import signed_cookie_sid
 from webtest import TestApp
 
 from beaker_mssql.config import ConfigurationError
-from beaker_mssql.errors import SidCaseConflictError
 from beaker_mssql.integrations import pyramid as integration
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,9 +158,9 @@ def test_case_variant_of_another_users_id_never_loads_or_overwrites_it(settings,
     mallory = browser(settings)
     mallory.set_cookie(COOKIE, SignedCookie(settings["session.secret"]).value_encode(sid.upper())[1])
     assert mallory.get("/whoami").json == {"user": None, "visits": 0}  # not alice's session
-    # Saving under the case variant would collide with alice's primary key: refused, not overwritten.
-    with pytest.raises(SidCaseConflictError):
-        mallory.get("/")
+    # Saving under the case variant would collide with alice's primary key: mallory gets an id of her own.
+    assert visits(mallory.get("/")) == 1
+    assert signed_cookie_sid(mallory, COOKIE) not in (sid, sid.upper())
     assert json.loads(row(mssql_server, mssql_table, sid)[0])["user"] == "alice"
     assert alice.get("/whoami").json["user"] == "alice"
 
