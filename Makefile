@@ -12,7 +12,8 @@ $(STAMP): pyproject.toml setup.cfg
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-## make test: lint, type-check and run every test (the stand-in is started by the fixtures).
+## make test: lint, type-check and run every test under every engine profile (the stand-in is started by
+## the fixtures).
 test: lint typecheck pytest
 
 lint: $(STAMP)
@@ -21,11 +22,26 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The whole suite once per engine profile of the stand-in (beaker_mssql/testing/profiles.py), one pytest
+# process each, one after the other (~1 min each on 2 cores); `make pytest PROFILES=azure` runs one.
+# With BEAKER_MSSQL_TEST_URL set: once, against that server (its profile is detected).
 # pytest exits 5 when it collected no test: that is a broken suite here, never a pass.
+PROFILES ?= sqlserver azure babelfish
+
 pytest: $(STAMP)
-	@$(BIN)/python -m pytest; status=$$?; \
-	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests - failing on purpose" >&2; fi; \
-	exit $$status
+	@if [ -n "$$BEAKER_MSSQL_TEST_URL" ]; then profiles=server; else profiles="$(PROFILES)"; fi; \
+	failed=""; \
+	for profile in $$profiles; do \
+		if [ $$profile = server ]; then \
+			echo "== pytest against BEAKER_MSSQL_TEST_URL =="; $(BIN)/python -m pytest; status=$$?; \
+		else \
+			echo "== pytest, stand-in engine profile: $$profile =="; \
+			BEAKER_MSSQL_PROFILE=$$profile $(BIN)/python -m pytest; status=$$?; \
+		fi; \
+		if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests - failing on purpose" >&2; fi; \
+		if [ $$status -ne 0 ]; then failed="$$failed $$profile"; fi; \
+	done; \
+	if [ -n "$$failed" ]; then echo "make test: pytest failed for:$$failed" >&2; exit 1; fi
 
 ## make test-slow: the differential test (memory vs ext:mssql) with many more generated examples; CI runs it.
 DIFFERENTIAL_EXAMPLES ?= 5000
@@ -41,9 +57,9 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
-## make standin: a stand-in SQL Server on 127.0.0.1:14330 until Ctrl-C.
+## make standin: a stand-in SQL Server on 127.0.0.1:14330 until Ctrl-C (PROFILE=azure|babelfish to change engine).
 standin: $(STAMP)
-	$(BIN)/beaker-mssql standin --port 14330
+	$(BIN)/beaker-mssql standin --port 14330 $(if $(PROFILE),--profile $(PROFILE))
 
 ## make node-clients: the pinned Node clients (connect-mssql-v2, tedious) in .cache/node for the tests
 ## (the tests run the same `npm ci` themselves when the folder is missing or stale).

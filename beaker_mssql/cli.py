@@ -356,7 +356,8 @@ def cmd_standin(args: argparse.Namespace, out: TextIO) -> int:
     except ImportError as exc:  # pragma: no cover - the testing package ships with the wheel
         raise CLIError(f"the stand-in is not available: {exc}") from None
     try:
-        result = run_standin(args.host, args.port, args.database, args.user, args.password, args.data)
+        result = run_standin(args.host, args.port, args.database, args.user, args.password, args.data,
+                             profile=args.profile)
     except KeyboardInterrupt:
         return EXIT_OK
     except OSError as exc:
@@ -544,6 +545,10 @@ def build_parser() -> argparse.ArgumentParser:
     standin.add_argument("--user", default="sa", help="login name (default sa)")
     standin.add_argument("--password", default=None, help="login password (default: generated, printed)")
     standin.add_argument("--data", metavar="FILE", default=None, help="keep the data in FILE across restarts")
+    standin.add_argument(
+        "--profile", choices=("sqlserver", "azure", "babelfish"), default=None,
+        help="behave like this engine (default: $BEAKER_MSSQL_PROFILE or sqlserver; see "
+        "beaker_mssql/testing/README.md)")
     standin.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
     standin.set_defaults(handler=None)
     return parser

@@ -42,7 +42,7 @@ _NETWORK_MARKERS = (
 )
 # DB-Lib 20018's text: the server sent a message that the driver did not pass on.
 _GENERIC_SERVER_ERROR = "general sql server error: check messages from the sql server"
-_DATABASE_REFUSED = frozenset({4060})
+_DATABASE_REFUSED = frozenset({4060, 911})  # 911: an unknown database on Babelfish (issue 9)
 # The server says "not now" (Azure SQL failover, scaling, throttling): per Microsoft's list of transient
 # errors, https://learn.microsoft.com/azure/azure-sql/database/troubleshoot-common-errors-issues
 _TEMPORARY = frozenset({40613, 40197, 40501, 49918, 49919, 49920, 10928, 10929, 4221})

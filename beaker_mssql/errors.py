@@ -111,3 +111,52 @@ class UncachedValueWarning(UserWarning):
     NaN) would turn a cache into an outage; the next ``get`` computes it again. ``put`` still raises
     :class:`SerializationError`.
     """
+
+
+#: Babelfish's fixed number for an error it does not map to a SQL Server number
+#: (https://docs.aws.amazon.com/AmazonRDS/latest/AuroraUserGuide/babelfish-strict.html).
+BABELFISH_UNMAPPED = 33557097
+
+ALREADY_EXISTS = frozenset({2714, 1913})  # an object / an index of that name exists
+
+
+def sqlserver_equivalent(number: Optional[int], message: str, login: bool = False) -> Optional[int]:
+    """The SQL Server error number that an error from any supported engine stands for.
+
+    One place for the engines' differences (measured on Babelfish 4.3, issue 9): Babelfish reports a
+    missing table as 33557097 ``relation "..." does not exist`` (SQL Server: 208), too long a value as
+    33557097 ``value too long for type ...`` (2628), an object that exists as 33557097 ``... already
+    exists`` where it does not map it to 2714, and an unknown database at login as 911 (4060).
+    """
+    if number == BABELFISH_UNMAPPED:
+        text = message.lower()
+        if "relation " in text and "does not exist" in text:
+            return 208
+        if "value too long for type" in text:
+            return 2628
+        if "already exists" in text:
+            return 2714
+        return number
+    if number == 911 and login:
+        return 4060
+    return number
+
+
+def server_message(exc: BaseException) -> str:
+    """The server's message text of a driver exception, without pymssql's DB-Lib trailer.
+
+    pymssql raises ``Error(number, b"text DB-Lib error message 20018, ...")``: the text is the
+    second argument, which a message built from the first alone loses ("error 2714: 2714").
+    """
+    for arg in exc.args:
+        if isinstance(arg, tuple) and len(arg) > 1:
+            arg = arg[1]
+        if isinstance(arg, bytes):
+            arg = arg.decode("utf-8", "replace")
+        if isinstance(arg, str) and arg.strip():
+            text = arg.split("DB-Lib error message")[0]
+            return " ".join(text.split()) or " ".join(arg.split())
+    if exc.args:  # no text at all: the number, as the driver gave it
+        first = exc.args[0]
+        return str(first[0] if isinstance(first, tuple) and first else first)
+    return type(exc).__name__

@@ -67,6 +67,7 @@ _TRANSIENT_LOGIN_TEXT = ("is not currently available", "service is currently bus
                          "service has encountered an error", "please retry", "too many requests")
 _NEVER_RETRY_LOGIN_TEXT = ("login failed", "password", "cannot open database", "certificate")
 _SEVERITY = re.compile(r"db-lib error message 20018, severity (\d+)")
+_MISSING_DATABASE = re.compile(r"database ['\"][^'\"]*['\"] does not exist")
 
 
 def login_is_transient(message: str, connected_before: bool) -> bool:
@@ -80,6 +81,8 @@ def login_is_transient(message: str, connected_before: bool) -> bool:
     text = message.lower()
     if any(marker in text for marker in _TRANSIENT_LOGIN_TEXT):
         return True
+    if _MISSING_DATABASE.search(text):  # Babelfish's 911 (severity 16) for an unknown database: like 4060
+        return connected_before
     severity = _SEVERITY.search(text)
     if severity is not None:
         level = int(severity.group(1))

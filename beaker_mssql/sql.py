@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 
 from beaker_mssql.config import TableName, quote_identifier
 
@@ -163,11 +164,12 @@ def statements_for(table: TableName, use_utc: bool = True) -> Statements:
             "FROM INFORMATION_SCHEMA.COLUMNS "
             "WHERE TABLE_SCHEMA = %(schema)s AND TABLE_NAME = %(name)s ORDER BY ORDINAL_POSITION"
         ),
+        # By column (the same rule as create_table_sql): Babelfish shows index names rewritten.
         indexes=(
-            "SELECT i.name, i.is_primary_key, i.is_unique, ic.key_ordinal, "
-            "COL_NAME(ic.object_id, ic.column_id) AS column_name "
+            "SELECT i.name, i.is_primary_key, i.is_unique, ic.key_ordinal, c.name AS column_name "
             "FROM sys.indexes AS i JOIN sys.index_columns AS ic "
             "ON ic.object_id = i.object_id AND ic.index_id = i.index_id "
+            "JOIN sys.columns AS c ON c.object_id = ic.object_id AND c.column_id = ic.column_id "
             "WHERE i.object_id = OBJECT_ID(%(object)s) ORDER BY i.name, ic.key_ordinal"
         ),
         getapplock=APPLOCK_SQL,
@@ -194,8 +196,37 @@ def index_name(table: TableName) -> str:
     return ("IX_" + table.name)[:116] + "_expires"
 
 
+def create_lock_resource(table: TableName) -> str:
+    """The app lock that serialises create_table DDL on one table (at most 255 characters)."""
+    resource = f"beaker_mssql:create_table:{table.quoted}"
+    if len(resource) > 255:
+        digest = hashlib.sha256(resource.encode("utf-8")).hexdigest()
+        resource = resource[:180] + "~" + digest
+    return resource
+
+
+def expires_index_exists_sql(obj: str) -> str:
+    """A predicate: ``obj`` has an index whose first key column is ``expires``.
+
+    By column, not by name: Babelfish shows index names rewritten (``ix_t_expirest<md5>``) and its
+    INDEXPROPERTY finds none, and a connect-mssql-v2 user may have created the index under a name of
+    their own. The join works on SQL Server, Azure SQL and Babelfish.
+    """
+    return (
+        "EXISTS (SELECT 1 FROM sys.indexes AS i\n"
+        "    JOIN sys.index_columns AS ic ON ic.object_id = i.object_id AND ic.index_id = i.index_id\n"
+        "    JOIN sys.columns AS c ON c.object_id = ic.object_id AND c.column_id = ic.column_id\n"
+        f"    WHERE i.object_id = OBJECT_ID({obj}) AND ic.key_ordinal = 1 AND c.name = N'expires')"
+    )
+
+
 def create_table_sql(table: TableName, memory_optimized: bool = False) -> str:
-    """Idempotent DDL for the sessions table and its ``expires`` index.
+    """Idempotent, race-safe DDL for the sessions table and its ``expires`` index.
+
+    Several processes may start at once with ``create_table = true``: the disk-based DDL runs in one
+    transaction that first takes an exclusive app lock (owner: the transaction), so the second
+    process waits, then finds the table and the index and changes nothing. ``XACT_ABORT`` rolls a
+    failed attempt back whole. The store also treats "already exists" (2714, 1913) as success.
 
     The memory-optimized variant (SQL Server 2016+/Azure SQL Premium) keeps rows in memory only
     (``DURABILITY = SCHEMA_ONLY``: sessions are lost on restart, which is often acceptable for
@@ -218,6 +249,13 @@ def create_table_sql(table: TableName, memory_optimized: bool = False) -> str:
             "END;\n"
         )
     return (
+        "SET XACT_ABORT ON;\n"
+        "BEGIN TRANSACTION;\n"
+        "DECLARE @lock int;\n"
+        f"EXEC @lock = sp_getapplock @Resource = {_n_literal(create_lock_resource(table))}, "
+        "@LockMode = N'Exclusive', @LockOwner = N'Transaction', @LockTimeout = 60000;\n"
+        "IF @lock < 0\n"
+        f"    THROW 50000, {_n_literal(f'beaker_mssql: create_table on {t} got no app lock in 60 s')}, 1;\n"
         f"IF OBJECT_ID({obj}, N'U') IS NULL\n"
         "BEGIN\n"
         f"    CREATE TABLE {t} (\n"
@@ -226,8 +264,9 @@ def create_table_sql(table: TableName, memory_optimized: bool = False) -> str:
         "        [expires] datetime NOT NULL\n"
         "    );\n"
         "END;\n"
-        f"IF INDEXPROPERTY(OBJECT_ID({obj}), {_n_literal(ix)}, 'IndexID') IS NULL\n"
+        f"IF NOT {expires_index_exists_sql(obj)}\n"
         f"    CREATE INDEX {quote_identifier(ix)} ON {t} ([expires]);\n"
+        "COMMIT TRANSACTION;\n"
     )
 
 

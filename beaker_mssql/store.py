@@ -32,6 +32,7 @@ import pymssql
 from beaker_mssql.config import CONTROL_CHARS, Settings, parse_settings
 from beaker_mssql.diagnostics import login_failure_message, mask_url
 from beaker_mssql.errors import (
+    ALREADY_EXISTS,
     ConnectionFailedError,
     DatabaseError,
     InvalidSessionId,
@@ -41,6 +42,8 @@ from beaker_mssql.errors import (
     SidCaseConflictError,
     TableMissingError,
     WriteOutcomeUnknownError,
+    server_message,
+    sqlserver_equivalent,
 )
 from beaker_mssql.events import Events, logger, security_logger, short_sid
 from beaker_mssql.payload import CacheSerializer
@@ -75,6 +78,7 @@ _DBLIB_TEXT = {
 # (connection, table) pairs whose CREATE TABLE already ran in this process.
 _created_tables: set[object] = set()
 _created_lock = threading.Lock()
+_create_locks: dict[object, threading.Lock] = {}  # one per pool key: threads run the DDL one at a time
 
 
 def validate_sid(sid: object) -> str:
@@ -440,11 +444,29 @@ class MSSQLStore:
         return sorted(str(row[0]) for row in rows)
 
     def create_table(self, memory_optimized: bool = False) -> None:
-        """Run the idempotent DDL (table, primary key, index on expires)."""
+        """Run the idempotent DDL (table, primary key, index on expires); safe to race.
+
+        Threads of this process run it one at a time; processes are serialised by the app lock inside
+        the DDL. Should another creator still win a race (an engine without that lock, the
+        memory-optimized DDL), "already exists" (2714, 1913) means the DDL runs once more, and a
+        second "already exists" counts as success. Only then is the table marked created.
+        """
         ddl = create_table_sql(self.settings.table, memory_optimized=memory_optimized)
-        self._run("create_table", lambda cur: cur.execute(ddl), prepare=False)
+        key = self.settings.pool_key
         with _created_lock:
-            _created_tables.add(self.settings.pool_key)
+            lock = _create_locks.setdefault(key, threading.Lock())
+        with lock:
+            for attempt in (1, 2):
+                try:
+                    self._run("create_table", lambda cur: cur.execute(ddl), prepare=False)
+                    break
+                except DatabaseError as exc:
+                    if sqlserver_equivalent(exc.number, str(exc)) not in ALREADY_EXISTS:
+                        raise
+                    logger.info("beaker_mssql: create_table on %s: %s (attempt %d)",
+                                self.settings.table.quoted, exc, attempt)
+            with _created_lock:
+                _created_tables.add(key)
 
     def check_table(self) -> list[str]:
         """Human-readable problems with the table's shape; [] when it is fine."""
@@ -548,10 +570,12 @@ class MSSQLStore:
         except BaseException:
             self.pool.unpin(lease)  # a no-op when _run already discarded the interrupted connection
             raise
-        result = int(row[0]) if row and row[0] is not None else -999
-        if result < 0:
+        result = int(row[0]) if row and row[0] is not None else None
+        if result is None or result < 0:
             self.pool.unpin(lease)
-            if result == -1:
+            # -1: not granted in time. Babelfish answers -999 where SQL Server answers -1 when
+            # @LockTimeout = 0 finds the lock held (measured on Babelfish 4.3, issue 9).
+            if result == -1 or (result == -999 and int(timeout_ms) == 0):
                 return None
             raise LockNotGrantedError(f"sp_getapplock on {resource!r} returned {result}")
         return AppLock(self, resource, lease)
@@ -714,14 +738,18 @@ class MSSQLStore:
         message = error_message(exc)
         if login:
             number = login_error_number(number, message)
+        elif isinstance(exc, pymssql.DatabaseError):
+            message = server_message(exc)  # the server's text without pymssql's DB-Lib trailer
+        equivalent = sqlserver_equivalent(number, message, login)
         message = " ".join(mask_url(message).split())
         if number in _DBLIB_TEXT and (not message or message == str(number)):
             message = _DBLIB_TEXT[number]
         where = self.settings.connection.describe()
         table = self.settings.table.quoted
-        if number == 208 and not login:
+        if equivalent == 208 and not login:
+            said = "SQL Server error 208" if number == 208 else f"error {number}: {message}"
             return TableMissingError(
-                f"table {table} does not exist in {where} (SQL Server error 208). Create it with "
+                f"table {table} does not exist in {where} ({said}). Create it with "
                 f"`beaker-mssql create-table --url mssql://...` (with --table {table}), set the option "
                 "create_table = true, or run sql/create_sessions.sql."
             )
@@ -733,12 +761,13 @@ class MSSQLStore:
                 raw if raw.strip() and raw.strip() != str(number) else message,
             )
             return ConnectionFailedError(text, number, method)
-        if is_broken(exc) or number in _LOGIN_FAILED or isinstance(exc, pymssql.InterfaceError):
+        if is_broken(exc) or equivalent in _LOGIN_FAILED or isinstance(exc, pymssql.InterfaceError):
             return ConnectionFailedError(
                 f"{method}: connection to {where} failed (error {number}): {message}", number, method
             )
+        like = f" (SQL Server's {equivalent})" if equivalent != number else ""
         return DatabaseError(
-            f"{method} on {table} failed: SQL Server error {number}: {message}", number, method
+            f"{method} on {table} failed: SQL Server error {number}{like}: {message}", number, method
         )
 
     def _delete_batches(

@@ -9,8 +9,11 @@
 -- IX_sessions_expires makes the sweep (DELETE ... WHERE expires <= GETUTCDATE()) an index range
 -- scan instead of a full scan that blocks writers; connect-mssql-v2 never created it.
 --
--- Idempotent: safe to run again (and what `beaker-mssql create-table` sends; the test suite
--- checks that this text and the CLI's DDL are the same statement).
+-- Idempotent: safe to run again, and safe to run from several places at once (an app lock held by
+-- the transaction serialises the DDL). The index is looked up by its column, not its name, so this
+-- also works on Babelfish (which renames indexes) and keeps an expires index you created yourself.
+-- What `beaker-mssql create-table` sends; the test suite checks that this text and the CLI's DDL are
+-- the same statement.
 -- Run it in the application's database (sqlcmd -d YourAppDb -i sql/create_sessions.sql).
 -- For another name, use `beaker-mssql create-table --table [app].[web_sessions] --dry-run`.
 --
@@ -25,6 +28,12 @@
 --     ALTER ROLE db_datawriter ADD MEMBER [web_app];
 
 -- BEGIN create_table_sql
+SET XACT_ABORT ON;
+BEGIN TRANSACTION;
+DECLARE @lock int;
+EXEC @lock = sp_getapplock @Resource = N'beaker_mssql:create_table:[dbo].[sessions]', @LockMode = N'Exclusive', @LockOwner = N'Transaction', @LockTimeout = 60000;
+IF @lock < 0
+    THROW 50000, N'beaker_mssql: create_table on [dbo].[sessions] got no app lock in 60 s', 1;
 IF OBJECT_ID(N'[dbo].[sessions]', N'U') IS NULL
 BEGIN
     CREATE TABLE [dbo].[sessions] (
@@ -33,7 +42,11 @@ BEGIN
         [expires] datetime NOT NULL
     );
 END;
-IF INDEXPROPERTY(OBJECT_ID(N'[dbo].[sessions]'), N'IX_sessions_expires', 'IndexID') IS NULL
+IF NOT EXISTS (SELECT 1 FROM sys.indexes AS i
+    JOIN sys.index_columns AS ic ON ic.object_id = i.object_id AND ic.index_id = i.index_id
+    JOIN sys.columns AS c ON c.object_id = ic.object_id AND c.column_id = ic.column_id
+    WHERE i.object_id = OBJECT_ID(N'[dbo].[sessions]') AND ic.key_ordinal = 1 AND c.name = N'expires')
     CREATE INDEX [IX_sessions_expires] ON [dbo].[sessions] ([expires]);
+COMMIT TRANSACTION;
 -- END create_table_sql
 GO

@@ -2,9 +2,11 @@
 --
 -- An alternative to the package's own sweepers (auto_remove = true in the app, or
 -- `beaker-mssql sweep` from cron). Pick ONE of them; they are safe together but redundant.
--- SQL Server 2016 SP1+ (CREATE OR ALTER) and Azure SQL Managed Instance. Not for Azure SQL
--- Database or Babelfish (no SQL Server Agent there): use Elastic Jobs, cron + `beaker-mssql sweep`,
--- or auto_remove instead. The procedure alone works everywhere CREATE PROCEDURE does.
+-- The job: SQL Server 2016+ and Azure SQL Managed Instance. Not for Azure SQL Database or Babelfish
+-- (no SQL Server Agent there): use Elastic Jobs, cron + `beaker-mssql sweep`, or auto_remove
+-- instead. The procedure alone (the first two batches) works everywhere CREATE PROCEDURE does,
+-- Babelfish included: it is dropped and created rather than CREATE OR ALTER'ed, which Babelfish
+-- rejects (re-running the script therefore drops permissions granted on the procedure itself).
 --
 -- Run it in the application's database (sqlcmd -d YourAppDb -i sql/sweep_job.sql): the job step
 -- runs the procedure in the database this script was run in.
@@ -19,7 +21,11 @@
 -- lock, blocking every session save) and grows the log in one transaction. DELETE TOP (n) in a
 -- loop keeps each transaction short; IX_sessions_expires makes each batch a range seek.
 
-CREATE OR ALTER PROCEDURE [dbo].[beaker_mssql_sweep]
+IF OBJECT_ID(N'[dbo].[beaker_mssql_sweep]', N'P') IS NOT NULL
+    DROP PROCEDURE [dbo].[beaker_mssql_sweep];
+GO
+
+CREATE PROCEDURE [dbo].[beaker_mssql_sweep]
     @batch_size int = 1000
 AS
 BEGIN

@@ -246,14 +246,15 @@ def test_sweep_shows_progress_on_a_tty(capsys, monkeypatch, mssql_server, mssql_
     assert "deleted 5 expired row(s)" in out
 
 
-def test_stats_text_and_json(capsys, mssql_server, mssql_url, mssql_table):
+def test_stats_text_and_json(capsys, mssql_server, mssql_url, mssql_table, mssql_profile):
     insert_rows(mssql_server, mssql_table, live=3, expired=2)
     code, out, err = run(capsys, "stats", "--json", "--url", mssql_url, "--table", mssql_table)
     assert code == 0, err
     stats = json.loads(out)
     assert stats["live"] == 3 and stats["expired"] == 2
     assert stats["table"] == mssql_table
-    assert stats["data_bytes"] == 5 * 2 * len('{"n": 0}')  # nvarchar: 2 bytes a character
+    per_char = 1 if mssql_profile.datalength_utf8 else 2  # nvarchar: UTF-16 (Babelfish: UTF-8)
+    assert stats["data_bytes"] == 5 * per_char * len('{"n": 0}')
     assert stats["oldest_expires"] < stats["server_time"] < stats["newest_expires"]
     code, out, _ = run(capsys, "stats", "--url", mssql_url, "--table", mssql_table)
     assert code == 0

@@ -13,6 +13,7 @@ from typing import Any
 import pymssql
 import pytest
 
+from beaker_mssql.errors import sqlserver_equivalent
 from beaker_mssql.testing import Clock, Faults, RealServer, SQLError, SQLServerStandIn, run_standin
 
 pytestmark = pytest.mark.standin_only
@@ -112,7 +113,7 @@ def test_back_door_execute_is_not_counted(standin: SQLServerStandIn) -> None:
     assert standin.stats()["statements"] == 0
     with pytest.raises(SQLError) as info:
         standin.execute("SELECT * FROM [dbo].[nope_backdoor]")
-    assert info.value.number == 208
+    assert sqlserver_equivalent(info.value.number, info.value.message) == 208  # Babelfish: 33557097
 
 
 # -- faults ---------------------------------------------------------------------------------------------

@@ -158,11 +158,12 @@ def test_destroy_expired_batches_and_progress(standin, make_store):
     assert s.length() == 1
 
 
-def test_stats(store):
+def test_stats(store, mssql_profile):
     store.set(sid(), "abc")
     stats = store.stats()
     assert stats["live"] == 1 and stats["expired"] == 0
-    assert stats["data_bytes"] == 6  # nvarchar: 2 bytes a character
+    # nvarchar: 2 bytes a character (UTF-16); Babelfish stores UTF-8 (profile data)
+    assert stats["data_bytes"] == 3 * (1 if mssql_profile.datalength_utf8 else 2)
     assert stats["server_time"] is not None and stats["newest_expires"] is not None
 
 

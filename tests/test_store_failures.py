@@ -82,6 +82,7 @@ def test_drop_twice_with_one_retry_fails(standin, make_store):
         s.get(sid())
 
 
+@pytest.mark.engine_needs("login_error_numbers")
 def test_login_refused_no_password_anywhere(standin, make_store, caplog):
     caplog.set_level(logging.DEBUG)
     s = make_store(retries=3)

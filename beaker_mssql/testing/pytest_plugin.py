@@ -4,6 +4,11 @@ Registered through the ``pytest11`` entry point, so any project that installs be
 ``mssql_server``, ``mssql_url``, ``standin`` and ``mssql_table``. Set ``BEAKER_MSSQL_TEST_URL`` (e.g.
 ``mssql://sa:pw@127.0.0.1:1433/test``) to run the same tests against a real server; tests that need the
 stand-in's clock, faults or counters (the ``standin`` fixture, or the ``standin_only`` marker) then skip.
+
+Engine profiles (testing/profiles.py): ``--mssql-profile=sqlserver|azure|babelfish`` or
+``BEAKER_MSSQL_PROFILE`` makes the stand-in behave like that engine; against a real server the profile
+is detected from the server. A test marked ``@pytest.mark.engine_needs("merge", ...)`` skips, with the
+profile's own reason, where the profile lacks one of those features.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Union
 
 import pytest
 
+from .profiles import ENV_PROFILE, PROFILES, Profile, get_profile
 from .server import RealServer, SQLServerStandIn
 
 ENV_URL = "BEAKER_MSSQL_TEST_URL"
@@ -24,25 +30,67 @@ SKIP_REASON = (f"needs the SQL Server stand-in (clock, faults or counters); "
 AnyServer = Union[SQLServerStandIn, RealServer]
 
 
+_PROFILE_KEY = pytest.StashKey[Profile]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--mssql-profile", default=None, choices=sorted(PROFILES),
+        help=f"engine profile of the SQL Server stand-in (default: ${ENV_PROFILE} or sqlserver)")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "standin_only: needs the stand-in's clock, counters or faults (skipped against a real server)")
+    config.addinivalue_line(
+        "markers",
+        "engine_needs(*features): needs engine features some profiles lack (skipped there, with the "
+        "profile's reason; see beaker_mssql/testing/profiles.py)")
+
+
+def run_profile(config: pytest.Config) -> Profile:
+    """The profile of this test run: detected on a real server, else chosen by option or environment."""
+    found = config.stash.get(_PROFILE_KEY, None)
+    if found is None:
+        url = os.environ.get(ENV_URL)
+        found = RealServer(url).profile if url else get_profile(config.getoption("mssql_profile", None))
+        config.stash[_PROFILE_KEY] = found
+    return found
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if os.environ.get(ENV_URL):
+        return f"beaker_mssql: real server from {ENV_URL} (engine profile detected at first use)"
+    return f"beaker_mssql: stand-in engine profile {run_profile(config).name}"
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("standin_only") is not None and os.environ.get(ENV_URL):
         pytest.skip(SKIP_REASON)
+    for marker in item.iter_markers("engine_needs"):
+        profile = run_profile(item.config)
+        for feature in marker.args:
+            reason = profile.skip_reason(str(feature))
+            if reason is not None:
+                pytest.skip(f"[{profile.name}] {reason}")
 
 
 @pytest.fixture(scope="session")
-def mssql_server() -> Iterator[AnyServer]:
-    """One server for the test session: a fresh in-memory stand-in, or RealServer(BEAKER_MSSQL_TEST_URL)."""
+def mssql_profile(pytestconfig: pytest.Config) -> Profile:
+    """The engine profile the tests run under (stand-in: as chosen; real server: as detected)."""
+    return run_profile(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def mssql_server(pytestconfig: pytest.Config) -> Iterator[AnyServer]:
+    """One server for the test session: a fresh in-memory stand-in (with the run's engine profile), or
+    RealServer(BEAKER_MSSQL_TEST_URL)."""
     url = os.environ.get(ENV_URL)
     if url:
         yield RealServer(url)
         return
-    server = SQLServerStandIn()
+    server = SQLServerStandIn(profile=run_profile(pytestconfig))
     server.start()
     try:
         yield server

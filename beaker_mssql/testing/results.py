@@ -80,8 +80,11 @@ Event = Union[ResultSet, Done, Message, DatabaseChanged]
 class SQLError(Exception):
     """An error with SQL Server's number, severity and state, raised inside the engine and by faults."""
 
-    def __init__(self, number: int, message: str, severity: int = 16, state: int = 1, line: int = 1) -> None:
+    def __init__(self, number: int, message: str, severity: int = 16, state: int = 1, line: int = 1,
+                 *, context: Optional[dict[str, Any]] = None) -> None:
         super().__init__(f"Msg {number}, Level {severity}, State {state}: {message}")
+        # What an engine profile needs to restate the error in another engine's words (profiles.py).
+        self.context: dict[str, Any] = context or {}
         self.number = number
         self.message = message
         self.severity = severity

@@ -16,12 +16,13 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, cast
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Union, cast
 from urllib.parse import quote, unquote, urlsplit
 
 from .clock import Clock
 from .connection import Connection, SessionLike
 from .faults import Faults
+from .profiles import Profile, detect_profile, get_profile
 from .results import Message, ResultSet, SQLError
 from .tls import ServerCertificate, TlsOption
 
@@ -77,7 +78,11 @@ class SQLServerStandIn:
                  password: Optional[str] = None, data_file: Optional[str] = None,
                  utc_offset: Optional[timedelta] = None, host: str = "127.0.0.1",
                  users: Optional[dict[str, str]] = None, log_sql: bool = False,
-                 *, engine_factory: Optional[EngineFactory] = None, tls: TlsOption = False) -> None:
+                 *, engine_factory: Optional[EngineFactory] = None, tls: TlsOption = False,
+                 profile: Union[str, Profile, None] = None) -> None:
+        # Which engine to behave like: sqlserver (default), azure or babelfish (profiles.py);
+        # None reads $BEAKER_MSSQL_PROFILE.
+        self.profile: Profile = get_profile(profile)
         self.host = host
         self.port = port
         self.database = database
@@ -127,6 +132,8 @@ class SQLServerStandIn:
         """The in-process engine (created on first start; kept across stop()/start())."""
         if self._engine is None:
             self._engine = self._engine_factory(self.clock, self.database, self.data_file, _Hooks(self))
+            if hasattr(self._engine, "profile"):
+                self._engine.profile = self.profile
             self._cancelled = _cancelled_types()
         return cast("Engine", self._engine)
 
@@ -361,7 +368,7 @@ class SQLServerStandIn:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return (f"<SQLServerStandIn mssql://{self.user}:***@{self.host}:{self.port}/{self.database} "
-                f"{state}>")
+                f"{state} profile={self.profile.name}>")
 
     __str__ = __repr__
 
@@ -395,10 +402,28 @@ class RealServer:
         self.user = unquote(parts.username or "sa")
         self.password = unquote(parts.password or "")
         self.database = parts.path.lstrip("/") or "master"
+        self._profile: Optional[Profile] = None
 
     def connect(self, **kwargs: Any) -> Any:
         """A pymssql connection to this server (keyword arguments go to ``pymssql.connect``)."""
         return _pymssql_connect(self, **kwargs)
+
+    @property
+    def profile(self) -> Profile:
+        """The engine profile this server matches (asked once: @@VERSION, EngineEdition, RCSI)."""
+        if self._profile is None:
+            (version, edition), = self.execute(
+                "SELECT @@VERSION, CAST(SERVERPROPERTY('EngineEdition') AS int)")
+            rcsi: Optional[bool] = None
+            try:
+                rows = self.execute(
+                    "SELECT is_read_committed_snapshot_on FROM sys.databases WHERE name = DB_NAME()")
+                rcsi = bool(rows[0][0]) if rows and rows[0][0] is not None else None
+            except Exception:  # an engine without that column: decide from the rest
+                rcsi = None
+            engine_edition = None if edition is None else int(edition)
+            self._profile = detect_profile(str(version or ""), engine_edition, rcsi)
+        return self._profile
 
     def execute(self, sql: str) -> list[tuple[Any, ...]]:
         """Run ``sql`` with autocommit; the rows of every result set."""
@@ -443,7 +468,8 @@ def run_standin(host: str = "127.0.0.1", port: int = 14330, database: str = "tes
                 password: Optional[str] = None, data_file: Optional[str] = None,
                 utc_offset: Optional[timedelta] = None, log_sql: bool = False,
                 ready: Optional[Callable[[SQLServerStandIn], None]] = None,
-                stop_event: Optional[threading.Event] = None) -> int:
+                stop_event: Optional[threading.Event] = None,
+                profile: Union[str, Profile, None] = None) -> int:
     """Serve until SIGINT/SIGTERM (or ``stop_event``); print the URL once to stdout. Returns an exit code.
 
     The CLI's ``beaker-mssql standin`` calls this. The URL line is the only thing printed, so scripts
@@ -451,7 +477,8 @@ def run_standin(host: str = "127.0.0.1", port: int = 14330, database: str = "tes
     """
     done_event = stop_event or threading.Event()
     server = SQLServerStandIn(port=port, database=database, user=user, password=password,
-                              data_file=data_file, utc_offset=utc_offset, host=host, log_sql=log_sql)
+                              data_file=data_file, utc_offset=utc_offset, host=host, log_sql=log_sql,
+                              profile=profile)
     previous: dict[signal.Signals, Any] = {}
     switch_interval = sys.getswitchinterval()
     if threading.current_thread() is threading.main_thread():

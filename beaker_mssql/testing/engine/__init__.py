@@ -11,6 +11,7 @@ import threading
 from typing import Optional, Protocol
 
 from ..clock import Clock
+from ..profiles import SQLSERVER, Profile
 from ..results import SQLError
 from .ast import Batch
 from .fairlock import FairLock
@@ -37,8 +38,10 @@ class Engine:
         database: str = "test",
         data_file: Optional[str] = None,
         hooks: Optional[EngineHooks] = None,
+        profile: Profile = SQLSERVER,
     ) -> None:
         self.clock = clock
+        self.profile = profile  # which engine to behave like (testing/profiles.py)
         self.database = database
         self.data_file = data_file
         self.hooks = hooks
@@ -84,6 +87,10 @@ class Engine:
         name = database or self.database
         db = self.database_named(name)
         if db is None:
+            if self.profile.missing_database_error == 911:
+                # SQL Server's text for 911; the number is what Babelfish sends at login (profiles.py).
+                text = f"Database '{name}' does not exist. Make sure that the name is entered correctly."
+                raise SQLError(911, text, 16, 1)
             raise SQLError(
                 4060, f'Cannot open database "{name}" requested by the login. The login failed.', 11, 1
             )

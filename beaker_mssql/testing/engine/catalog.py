@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from ..profiles import babelfish_index_name
 from ..results import MAX
-from .storage import ColumnInfo, Database, column_max_length
+from .storage import ColumnInfo, Database, Index, Table, column_max_length
 from .types import T_BIT, T_DATETIME, T_INT, T_SYSNAME, SqlT
 
 if TYPE_CHECKING:
@@ -114,7 +115,11 @@ VIEWS: dict[tuple[str, str], list[ColumnInfo]] = {
         ("is_nullable", T_BIT, True),
         ("is_identity", T_BIT, False),
     ),
-    ("SYS", "DATABASES"): _cols(("name", T_SYSNAME, False), ("database_id", T_INT, False)),
+    ("SYS", "DATABASES"): _cols(
+        ("name", T_SYSNAME, False),
+        ("database_id", T_INT, False),
+        ("is_read_committed_snapshot_on", T_BIT, True),
+    ),
 }
 
 _DEFAULT_COLLATION = "SQL_Latin1_General_CP1_CI_AS"
@@ -194,7 +199,7 @@ def view_rows(engine: Engine, db: Database, schema: str, name: str) -> Rows:
                 rows.append(
                     [
                         t.object_id,
-                        ix.name,
+                        _index_name(engine, t, ix),
                         ix.index_id,
                         1 if ix.clustered else 2,
                         "CLUSTERED" if ix.clustered else "NONCLUSTERED",
@@ -241,9 +246,17 @@ def view_rows(engine: Engine, db: Database, schema: str, name: str) -> Rows:
                     ]
                 )
     elif key == ("SYS", "DATABASES"):
+        rcsi = engine.profile.read_committed_snapshot
         for i, name in enumerate(engine.databases, start=1):
-            rows.append([name, i])
+            rows.append([name, i, rcsi])
     return rows
+
+
+def _index_name(engine: Engine, t: Table, ix: Index) -> str:
+    """The name sys.indexes shows: Babelfish rewrites CREATE INDEX names (profiles.py)."""
+    if engine.profile.rewritten_index_names and not (ix.primary_key or ix.unique_constraint):
+        return babelfish_index_name(ix.name, t.name)
+    return ix.name
 
 
 def constraint_object_id(table_id: int, index_id: int) -> int:

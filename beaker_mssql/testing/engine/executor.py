@@ -31,6 +31,7 @@ from .types import (
     round_datetime,
     value_key,
 )
+from .versions import LOCKING_READ_HINTS, committed_versions, effective_hints, snapshot_rows
 
 if TYPE_CHECKING:
     from . import EngineSession
@@ -120,7 +121,9 @@ def find_table(session: EngineSession, name: A.ObjName) -> Optional[Table]:
 def require_table(session: EngineSession, name: A.ObjName) -> Table:
     t = find_table(session, name)
     if t is None:
-        raise SQLError(208, f"Invalid object name '{name.display()}'.", 16, 1)
+        db = name.database or session.database
+        raise SQLError(208, f"Invalid object name '{name.display()}'.", 16, 1,
+                       context={"database": db, "schema": name.schema or "dbo", "name": name.name})
     return t
 
 
@@ -181,6 +184,7 @@ def make_assign(t: Table, col: ColumnInfo, ce: CE, verb: str) -> Fn:
                     f"'{col.name}'. Truncated value: '{shown}'.",
                     16,
                     1,
+                    context={"length": limit},
                 )
         return v
 
@@ -373,10 +377,17 @@ def candidate_rows(c: Ctx, t: Table, access: Access) -> tuple[Iterable[tuple[int
 class ReadMode:
     """How a statement reads one table, from its hints and the session's isolation level."""
 
-    __slots__ = ("hold", "nolock", "readpast", "row_mode", "serializable", "table_mode")
+    __slots__ = ("hold", "nolock", "readpast", "row_mode", "serializable", "snapshot", "table_mode")
 
-    def __init__(self, hints: list[str], isolation: str, for_update: bool = False) -> None:
+    def __init__(
+        self, hints: list[str], isolation: str, for_update: bool = False, rcsi: bool = False
+    ) -> None:
         hs = set(hints)
+        # READ_COMMITTED_SNAPSHOT (profiles azure, babelfish): a plain READ COMMITTED read takes no locks
+        # and sees committed row versions (see versions.py).
+        self.snapshot = (
+            rcsi and not for_update and isolation == "READ COMMITTED" and not hs & LOCKING_READ_HINTS
+        )
         self.nolock = not for_update and (
             bool(hs & {"NOLOCK", "READUNCOMMITTED"})
             or (
@@ -420,6 +431,8 @@ class ReadMode:
 def read_table(c: Ctx, t: Table, access: Access, mode: ReadMode) -> tuple[Iterable[tuple[int, Row]], Any]:
     """Candidate rows of ``t`` with read locks checked/taken according to ``mode``."""
     rows, key = candidate_rows(c, t, access)
+    if mode.snapshot:
+        return snapshot_rows(rows, key, committed_versions(c.engine, c.session, t))
     if mode.nolock:
         return rows, key
     s = c.session
@@ -509,7 +522,11 @@ class SelectPlan:
             return [[]] if where is None or where(c, []) is True else []
         for kind, obj, src, on, spec in self.sources:
             if kind == "table":
-                mode = ReadMode(spec.hints, c.session.isolation)
+                eng = c.engine
+                mode = ReadMode(
+                    effective_hints(eng, spec.hints), c.session.isolation,
+                    rcsi=eng.profile.read_committed_snapshot,
+                )
                 access = self.access if first else Access("scan", [], [])
                 assert access is not None
                 got, _ = read_table(c, obj, access, mode)
@@ -1078,6 +1095,7 @@ def target_rows(
     c: Ctx, t: Table, access: Access, hints: list[str], where: Optional[Fn], top: Optional[int]
 ) -> list[tuple[int, Row]]:
     """Rows an UPDATE/DELETE will change, with X locks taken on them (U/range locks as SQL Server would)."""
+    hints = effective_hints(c.engine, hints)
     s = c.session
     sid = s.session_id
     locks = c.engine.locks
@@ -1323,7 +1341,7 @@ class Executor:
         locks = c.engine.locks
         sid = s.session_id
         oid = t.object_id
-        hs = set(hints)
+        hs = set(effective_hints(c.engine, hints))
         locks.acquire(sid, ("t", oid), "X" if hs & {"TABLOCK", "TABLOCKX"} else "IX", TXN)
         if t.pk is not None:
             for row in new_rows:
@@ -1583,7 +1601,8 @@ class Executor:
         # source rows
         if plan.source_kind == "table":
             got, _ = read_table(
-                c, plan.source_obj, Access("scan", [], []), ReadMode(plan.source_hints, s.isolation)
+                c, plan.source_obj, Access("scan", [], []),
+                ReadMode(plan.source_hints, s.isolation, rcsi=c.engine.profile.read_committed_snapshot),
             )
             src_rows = [r for _, r in got]
         elif plan.source_kind == "view":

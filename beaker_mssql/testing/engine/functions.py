@@ -51,7 +51,8 @@ def global_variable(name: str) -> CE:
         if name == "@@ERROR":
             return s.last_error
         if name == "@@VERSION":
-            return VERSION
+            tag = s.engine.profile.version_tag
+            return f"{VERSION} [{tag}]" if tag else VERSION
         if name == "@@IDENTITY":
             return None
         if name in ("@@SERVERNAME", "@@SERVICENAME"):
@@ -301,6 +302,8 @@ def compile_function(b: Binder, e: A.Func) -> CE:
                 if v is None:
                     return None
                 if isinstance(v, str):
+                    if c.session.engine.profile.datalength_utf8 and kind == "nvarchar":
+                        return len(v.encode("utf-8"))  # Babelfish stores nvarchar as UTF-8 (profiles.py)
                     return (
                         len(v.encode("utf-16-le"))
                         if kind == "nvarchar" or kind not in STRING_KINDS
@@ -539,6 +542,8 @@ def compile_function(b: Binder, e: A.Func) -> CE:
                 prop = f2(c, r) if f2 is not None else None
                 if t is None or iname is None or prop is None:
                     return None
+                if c.session.engine.profile.rewritten_index_names:
+                    return None  # Babelfish: NULL even for an existing index (profiles.py)
                 ix = t.find_index(str(iname))
                 if ix is None:
                     return None
@@ -626,7 +631,8 @@ def compile_function(b: Binder, e: A.Func) -> CE:
                 "PRODUCTVERSION": "15.0.2000.5",
                 "PRODUCTLEVEL": "RTM",
                 "EDITION": "Stand-in (beaker_mssql)",
-                "ENGINEEDITION": "3",
+                "ENGINEEDITION": str(c.session.engine.profile.engine_edition),
+                "STANDINPROFILE": c.session.engine.profile.name,
                 "SERVERNAME": "STANDIN",
                 "MACHINENAME": "STANDIN",
                 "COLLATION": "SQL_Latin1_General_CP1_CI_AS",

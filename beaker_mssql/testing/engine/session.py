@@ -7,8 +7,10 @@ import re
 import time
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
+from ..profiles import BABELFISH_UNMAPPED
 from ..results import MAX, DatabaseChanged, Done, Event, Message, ResultSet, SQLError
 from . import ast as A
+from .dialect import refused_batch, refused_statements, restate
 from .executor import Ctx, Executor, Planner, find_table, require_table, resolve_db, var_converter
 from .expressions import Binder, Scope
 from .lexer import MARKER_RE, scan_literals
@@ -137,8 +139,13 @@ class EngineSession:
         events: list[Event] = []
         eng = self.engine
         self.cancel = cancel
+        profile = eng.profile
         try:
             key, values, raws = scan_literals(batch)
+            if not (profile.create_or_alter and profile.bracket_escapes):
+                refused = refused_batch(profile, key)
+                if refused is not None:
+                    raise refused
             parsed = eng.parse_cache.get(key)
             if parsed is None or any(values[slot] != v for slot, v in parsed[1]):
                 parsed = parse(key, values)
@@ -149,6 +156,11 @@ class EngineSession:
             self.last_error = e.number
             return [e.to_message(), Done(error=True)]
         ast_batch = parsed[0]
+        if not profile.merge:
+            refused = refused_statements(profile, ast_batch.statements)
+            if refused is not None:
+                self.last_error = refused.number
+                return [refused.to_message(), Done(error=True)]
         ctx = Ctx(self, values, ast_batch)
         run = _Run(self, ctx, key, raws, events, cancel)
         statements = ast_batch.statements
@@ -526,11 +538,14 @@ class _Run:
         s = self.s
         if e.line == 1 or e.number not in (102, 156, 105):
             e.line = st.line
-        self.events.append(e.to_message())
+        shown = restate(s.engine.profile, e)  # in another engine's words (profiles.py); usually e itself
+        self.events.append(shown.to_message())
         self.events.append(Done(error=True))
-        s.last_error = e.number
+        s.last_error = shown.number
         n = e.number
-        if n in ROLLBACK_ABORT:
+        # Babelfish: an error it cannot map to a SQL Server number ends the batch and rolls back
+        # (https://docs.aws.amazon.com/AmazonRDS/latest/AuroraUserGuide/babelfish-strict.html).
+        if n in ROLLBACK_ABORT or (shown is not e and shown.number == BABELFISH_UNMAPPED):
             with s.engine.cond:
                 if s.trancount:
                     s.rollback_all()
@@ -778,6 +793,8 @@ class _Run:
                 if locks.would_deadlock(s.session_id, lc.blockers):
                     return -3
                 elapsed = (time.monotonic() - started) * 1000
+                if timeout == 0:
+                    return eng.profile.applock_nowait_busy  # -1; Babelfish: -999 (profiles.py)
                 if timeout >= 0 and elapsed >= timeout:
                     return -1
                 waited = True
@@ -993,6 +1010,7 @@ class _Run:
                 f"exists on table '{t.qualified}'.",
                 16,
                 1,
+                context={"index": st.name, "table": t.name},
             )
         positions = []
         for cname, desc in st.columns:
