@@ -3,12 +3,16 @@ statement, messages, and an output parameter's RETURNVALUE ([MS-TDS] 2.2.7)."""
 
 from __future__ import annotations
 
-import struct
 from datetime import datetime
 from typing import Any, Callable, Optional
 
 from .results import MAX, Column, DatabaseChanged, Done, Message, ResultSet, SqlType
-from .tds import (
+from .tds import (  # the wire's fixed-size fields, shared with tds.py
+    _DATETIME,
+    _DONE,
+    _H,
+    _I,
+    _Q,
     COLLATION,
     CURCMD_SELECT,
     DONE_COUNT,
@@ -20,20 +24,14 @@ from .tds import (
     TOKEN_COLMETADATA,
     TOKEN_DONEINPROC,
     TOKEN_RETURNVALUE,
+    _d,
+    _i,
+    _q,
     b_varchar,
     database_changed,
     done,
     message_token,
 )
-
-_H = struct.Struct("<H")
-_I = struct.Struct("<I")
-_i = struct.Struct("<i")
-_q = struct.Struct("<q")
-_Q = struct.Struct("<Q")
-_d = struct.Struct("<d")
-_DONE = struct.Struct("<BHHQ")
-_DATETIME = struct.Struct("<BiI")  # length byte 8, days, ticks
 
 Encoder = Callable[[Any], bytes]
 
