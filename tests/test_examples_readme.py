@@ -73,7 +73,7 @@ def test_relative_links_exist():
     assert missing == []
 
 
-def testing_block() -> str:
+def readme_testing_block() -> str:
     section = README.split("## Testing your own app", 1)[1].split("\n## ", 1)[0]
     return section.split("```python\n", 1)[1].split("```", 1)[0]
 
@@ -84,7 +84,7 @@ def test_readme_testing_example_runs_as_written(mssql_url, mssql_table, standin)
 
     sys.path.insert(0, str(ROOT / "examples"))
     namespace: dict = {}
-    exec(compile(testing_block(), "README.md#testing-your-own-app", "exec"), namespace)
+    exec(compile(readme_testing_block(), "README.md#testing-your-own-app", "exec"), namespace)
     tests = sorted(name for name in namespace if name.startswith("test_"))
     assert tests == ["test_session_expires_by_the_database_clock", "test_visits_survive_a_restart"]
     namespace["test_visits_survive_a_restart"](mssql_url, mssql_table)
