@@ -24,6 +24,10 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 from . import tds
 from .faults import make_error
 from .login import (
+    FEDAUTH_LIBRARY_SECURITYTOKEN,
+    PL_FEDAUTHREQUIRED,
+    Login7,
+    parse_fedauth,
     build_prelogin_response,
     login_response,
     negotiate_packet_size,
@@ -203,6 +207,7 @@ class Connection:
         self.info: dict[str, Any] = {}
         self.channel: Optional[TlsChannel] = None  # TLS session (handshaking or established)
         self.login_only_tls = False  # ENCRYPT_OFF negotiated: TLS ends after LOGIN7
+        self.fedauth_required = False  # the client offered FEDAUTHREQUIRED in PRELOGIN
         self.rpc = RpcRunner()
         self.tran_descriptor = 0  # the current transaction's descriptor (ENVCHANGE 8/9/10), 0 = none
         self._descriptors = 0
@@ -308,12 +313,14 @@ class Connection:
         if self.session is not None or self.channel is not None:
             raise tds.ProtocolError("PRELOGIN after the login has started")
         options = parse_prelogin(payload)
+        # The client offers an Entra ID token: tell it to echo that in LOGIN7 ([MS-TDS] 2.2.6.5).
+        self.fedauth_required = options.get(PL_FEDAUTHREQUIRED, b"")[:1] == b"\x01"
         client = options.get(tds.PL_ENCRYPTION, b"")[:1]
         self.info["client_encryption"] = client.hex() or "00"
         cert = self.server._certificate
         answer = server_encryption_answer(client[0] if client else None, cert is not None)
         self.info["encryption"] = {tds.ENCRYPT_ON: "on", tds.ENCRYPT_OFF: "login-only"}.get(answer, "off")
-        self._send(build_prelogin_response(answer))
+        self._send(build_prelogin_response(answer, self.fedauth_required))
         if cert is not None and answer in (tds.ENCRYPT_ON, tds.ENCRYPT_OFF):
             self.channel = TlsChannel(cert.context)
             self.login_only_tls = answer == tds.ENCRYPT_OFF
@@ -346,11 +353,14 @@ class Connection:
         if delay > 0 and self.closed.wait(delay):
             return False
         error = server.faults.take_login_refusal(login.user, login.database)
-        if error is None and not server._check_credentials(login.user, login.password):
+        principal = login.user
+        if tds.FEATURE_FEDAUTH in login.features:
+            principal, error = self._fedauth_principal(login, error)
+        elif error is None and not server._check_credentials(login.user, login.password):
             error = make_error(18456, login.user)
         if error is None:
             try:
-                self.session = server._engine_connect(login.database or None, login.user)
+                self.session = server._engine_connect(login.database or None, principal)
             except SQLError as exc:
                 # SQL Server adds 18456 after 4060; pymssql would then report 18456 and hide the
                 # useful number, so the stand-in sends only the database error.
@@ -362,7 +372,7 @@ class Connection:
             return False
         assert self.session is not None
         self.spid = self.session.session_id
-        self.info.update(user=login.user, app_name=login.app_name, host_name=login.hostname,
+        self.info.update(user=principal, app_name=login.app_name, host_name=login.hostname,
                          database=self.session.database, tds_version=f"0x{self.tds_version:08X}",
                          features=sorted(login.features))
         packet_size = negotiate_packet_size(login.packet_size)
@@ -373,6 +383,33 @@ class Connection:
                                       login.features))
         self.packet_size = packet_size
         return True
+
+    def _fedauth_principal(self, login: Login7, error: Optional[SQLError]) -> tuple[str, Optional[SQLError]]:
+        """The Entra ID principal of a LOGIN7 carrying a FEDAUTH token, or the login error.
+
+        [MS-TDS] 3.3.5.1 (Login Ready): fFedAuthEcho must match the server's PRELOGIN FEDAUTHREQUIRED,
+        else an ERROR and a closed connection. A token login carries no user name or password
+        ([MS-TDS] 2.2.6.4). A wrong or expired token is SQL Server's 18456 with the principal shown as
+        '<token-identified principal>' (Azure SQL's wording; learn.microsoft.com/azure/azure-sql/
+        database/troubleshoot-common-errors-issues, "Login failed for user '<token-identified principal>'").
+        """
+        anonymous = "<token-identified principal>"
+        fedauth = parse_fedauth(login.features[tds.FEATURE_FEDAUTH])
+        if error is not None:
+            return anonymous, error
+        if fedauth.echo != self.fedauth_required:
+            return anonymous, make_error(18456, anonymous, "Login failed: the FEDAUTH echo bit does not match "
+                                         "the PRELOGIN FEDAUTHREQUIRED answer.")
+        if fedauth.library != FEDAUTH_LIBRARY_SECURITYTOKEN:
+            return anonymous, make_error(18456, anonymous, "Login failed: this server accepts only the "
+                                         "security-token federated authentication library.")
+        if login.user or login.password:
+            return anonymous, make_error(18456, login.user, "Login failed: a user name or password cannot "
+                                         "be sent with an access token.")
+        principal = self.server._check_token(fedauth.token)
+        if principal is None:
+            return anonymous, make_error(18456, anonymous)
+        return principal, None
 
     def _count_request(self) -> None:
         self.counters["requests"] += 1

@@ -14,6 +14,7 @@ from .tds import (
     ENV_DATABASE,
     ENV_LANGUAGE,
     ENV_PACKET_SIZE,
+    FEATURE_FEDAUTH,
     FEATURE_TERMINATOR,
     FEATURE_UTF8_SUPPORT,
     KNOWN_TDS_VERSIONS,
@@ -38,6 +39,13 @@ from .tds import (
     envchange_text,
     message_token,
 )
+
+# PRELOGIN option FEDAUTHREQUIRED ([MS-TDS] 2.2.6.5): a client able to send a federated-authentication
+# token offers it with 0x01; the server's answer 0x01 tells it to set fFedAuthEcho in LOGIN7's FEDAUTH.
+PL_FEDAUTHREQUIRED = 0x06
+# bFedAuthLibrary of the LOGIN7 FEDAUTH feature ([MS-TDS] 2.2.6.4): 0x01 = security token (an Entra ID
+# access token the client already holds). 0x02 (ADAL workflow) needs a FEDAUTHINFO exchange: not served.
+FEDAUTH_LIBRARY_SECURITYTOKEN = 0x01
 
 _H = struct.Struct("<H")
 _I = struct.Struct("<I")
@@ -68,8 +76,9 @@ def parse_prelogin(payload: bytes) -> dict[int, bytes]:
     raise ProtocolError("PRELOGIN without terminator")
 
 
-def build_prelogin_response(encryption: int = ENCRYPT_NOT_SUP) -> bytes:
-    """The server's PRELOGIN answer: version, ENCRYPT_NOT_SUP (no TLS), no instance, no MARS."""
+def build_prelogin_response(encryption: int = ENCRYPT_NOT_SUP, fedauth_required: bool = False) -> bytes:
+    """The server's PRELOGIN answer: version, ENCRYPT_NOT_SUP (no TLS), no instance, no MARS; plus
+    FEDAUTHREQUIRED 0x01 when the client offered a federated-authentication token ([MS-TDS] 2.2.6.5)."""
     major, minor, build = SERVER_VERSION
     options = [
         (PL_VERSION, struct.pack(">BBHH", major, minor, build, 0)),
@@ -78,6 +87,8 @@ def build_prelogin_response(encryption: int = ENCRYPT_NOT_SUP) -> bytes:
         (PL_THREADID, b""),
         (PL_MARS, b"\x00"),
     ]
+    if fedauth_required:
+        options.append((PL_FEDAUTHREQUIRED, b"\x01"))
     offset = len(options) * 5 + 1
     head = bytearray()
     body = bytearray()
@@ -184,13 +195,50 @@ def parse_feature_ext(payload: bytes, pos: int) -> dict[int, bytes]:
     raise ProtocolError("LOGIN7 feature extension block without terminator")
 
 
+@dataclass
+class FedAuth:
+    """LOGIN7's FEDAUTH feature ([MS-TDS] 2.2.6.4): Options (bit 0 fFedAuthEcho, bits 1-7
+    bFedAuthLibrary), then for the security-token library a DWORD length, the token (UTF-16LE) and an
+    optional 32-byte nonce."""
+
+    library: int
+    echo: bool
+    token: str
+
+    def __repr__(self) -> str:  # never show the token
+        return f"FedAuth(library={self.library}, echo={self.echo}, token=<{len(self.token)} chars>)"
+
+
+def parse_fedauth(data: bytes) -> FedAuth:
+    """Decode the FEDAUTH feature data; a malformed one is a protocol error."""
+    if not data:
+        raise ProtocolError("LOGIN7 FEDAUTH feature without its Options byte")
+    options = data[0]
+    library, echo = options >> 1, bool(options & 0x01)
+    token = ""
+    if library == FEDAUTH_LIBRARY_SECURITYTOKEN:
+        if len(data) < 5:
+            raise ProtocolError("LOGIN7 FEDAUTH security token without its length")
+        length = _I.unpack_from(data, 1)[0]
+        raw = data[5:5 + length]
+        if len(raw) != length or len(data) - 5 - length not in (0, 32):  # then nothing or a nonce
+            raise ProtocolError("LOGIN7 FEDAUTH token length does not match the feature data")
+        token = raw.decode("utf-16-le", errors="replace")
+    return FedAuth(library, echo, token)
+
+
 def feature_ext_ack(features: dict[int, bytes]) -> bytes:
-    """FEATUREEXTACK for the features the stand-in acknowledges (only UTF-8 support; SQL Server 2019+
-    acks it with 1). Features a server does not ack are off for the client ([MS-TDS] 2.2.7.11)."""
-    if FEATURE_UTF8_SUPPORT not in features:
+    """FEATUREEXTACK for the features the stand-in acknowledges: UTF-8 support (SQL Server 2019+ acks it
+    with 1) and an accepted FEDAUTH (security-token library without a nonce: empty FeatureAckData,
+    [MS-TDS] 2.2.7.11). Features a server does not ack are off for the client."""
+    acks = b""
+    if FEATURE_UTF8_SUPPORT in features:
+        acks += bytes((FEATURE_UTF8_SUPPORT,)) + _I.pack(1) + b"\x01"
+    if FEATURE_FEDAUTH in features:
+        acks += bytes((FEATURE_FEDAUTH,)) + _I.pack(0)
+    if not acks:
         return b""
-    return (bytes((TOKEN_FEATUREEXTACK, FEATURE_UTF8_SUPPORT)) + _I.pack(1) + b"\x01"
-            + bytes((FEATURE_TERMINATOR,)))
+    return bytes((TOKEN_FEATUREEXTACK,)) + acks + bytes((FEATURE_TERMINATOR,))
 
 
 def negotiate_tds_version(client_version: int) -> int:

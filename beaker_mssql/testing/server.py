@@ -98,6 +98,7 @@ class SQLServerStandIn:
         self._credentials = {user.lower(): self.password}
         for name, secret in (users or {}).items():
             self._credentials[name.lower()] = secret
+        self._tokens: dict[str, tuple[str, datetime]] = {}  # Entra ID test token -> (principal, expiry UTC)
         self._engine_factory: EngineFactory = engine_factory or _default_engine_factory
         self._engine: Optional[_EngineLike] = None
         self._cancelled: tuple[type[BaseException], ...] = ()
@@ -230,6 +231,22 @@ class SQLServerStandIn:
             conn.start()
 
     # -- what connections call --------------------------------------------------------------------------
+
+    def issue_token(self, principal: str = "app@contoso.onmicrosoft.com", lifetime: float = 3600.0) -> str:
+        """A test Entra ID access token the stand-in accepts (LOGIN7 FEDAUTH, security-token library)
+        until ``lifetime`` seconds of stand-in time (``clock.advance`` expires it) have passed."""
+        token = "standin." + secrets.token_urlsafe(24)
+        with self._lock:
+            self._tokens[token] = (principal, self.clock.utcnow() + timedelta(seconds=lifetime))
+        return token
+
+    def _check_token(self, token: str) -> Optional[str]:
+        """The principal of a known, unexpired token; None for a wrong or expired one."""
+        with self._lock:
+            entry = self._tokens.get(token)
+        if entry is None or self.clock.utcnow() >= entry[1]:
+            return None
+        return entry[0]
 
     def _check_credentials(self, user: str, password: str) -> bool:
         expected = self._credentials.get(user.lower())
