@@ -340,6 +340,8 @@ class ConnectionSettings:
     query_timeout: int = 30
     appname: str = "beaker-mssql"
     tds_version: Optional[str] = None
+    driver: str = "pymssql"
+    access_token: Optional[object] = dataclasses.field(default=None, repr=False)  # callable or azure name
 
     def __repr__(self) -> str:
         password = MASK if self.password is not None else None
@@ -348,7 +350,7 @@ class ConnectionSettings:
             f"password={password!r}, database={self.database!r}, encrypt={self.encrypt!r}, "
             f"trust_server_certificate={self.trust_server_certificate!r}, "
             f"login_timeout={self.login_timeout!r}, query_timeout={self.query_timeout!r}, "
-            f"appname={self.appname!r}, tds_version={self.tds_version!r})"
+            f"appname={self.appname!r}, tds_version={self.tds_version!r}, driver={self.driver!r})"
         )
 
     def describe(self) -> str:
@@ -509,10 +511,13 @@ def _check_unencoded(rest: str) -> None:
 
 
 _URL_QUERY_KEYS = frozenset(
-    {"encrypt", "trust_server_certificate", "login_timeout", "query_timeout", "appname", "tds_version"}
+    {"encrypt", "trust_server_certificate", "login_timeout", "query_timeout", "appname", "tds_version",
+     "driver"}
 )
+# The driver when none is given. The test suite sets it (tests/conftest.py) to run everything with pytds.
+DEFAULT_DRIVER = "pymssql"
 _CONNECTION_KEYS = frozenset(
-    {"server", "host", "port", "user", "password", "database"} | _URL_QUERY_KEYS
+    {"server", "host", "port", "user", "password", "database", "access_token"} | _URL_QUERY_KEYS
 )
 _STORE_KEYS = frozenset(
     {
@@ -579,7 +584,18 @@ def _build_connection(options: Mapping[str, Any]) -> ConnectionSettings:
     tds_value = None if tds in (None, "") else _coerce_str("tds_version", tds).strip()
     if tds_value is not None and tds_value not in _TDS_VERSIONS:
         raise ConfigurationError(f"tds_version must be one of {', '.join(_TDS_VERSIONS)}, got {tds!r}")
+    driver = _coerce_str("driver", merged.get("driver") or DEFAULT_DRIVER).strip().lower()
+    if driver not in ("pymssql", "pytds"):
+        raise ConfigurationError(f"driver must be 'pymssql' or 'pytds', got {merged.get('driver')!r}")
+    access_token = _coerce_access_token(merged.get("access_token"))
+    if access_token is not None and driver != "pytds":
+        raise ConfigurationError("access_token (Microsoft Entra ID) needs driver = pytds: pymssql cannot "
+                                 "send an access token (pymssql issue #915)")
+    if access_token is not None and (user or password):
+        raise ConfigurationError("access_token replaces user and password: give one or the other, not both")
     return ConnectionSettings(
+        driver=driver,
+        access_token=access_token,
         server=server,
         port=port_value,
         user=None if user is None else _coerce_str("user", user),
@@ -594,6 +610,15 @@ def _build_connection(options: Mapping[str, Any]) -> ConnectionSettings:
         appname=_coerce_str("appname", merged.get("appname", "beaker-mssql")),
         tds_version=tds_value,
     )
+
+
+def _coerce_access_token(value: object) -> Optional[object]:
+    """A callable returning a token, a dotted path to one, or 'azure-default' / 'managed-identity'."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str) and value.strip().lower() in ("azure-default", "managed-identity"):
+        return value.strip().lower()
+    return _coerce_callable("access_token", value)
 
 
 def unknown_option_message(key: str, prefix: str = "") -> str:

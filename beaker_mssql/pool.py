@@ -28,8 +28,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, Callable, Optional
 
-import pymssql
-
+from beaker_mssql import drivers
 from beaker_mssql.config import ConnectionSettings, Settings
 from beaker_mssql.errors import ConnectionFailedError, PoolTimeoutError
 from beaker_mssql.retry import login_is_transient
@@ -80,8 +79,9 @@ def error_message(exc: BaseException) -> str:
 
 def is_broken(exc: BaseException) -> bool:
     """Does ``exc`` mean the connection is dead (so: discard it, and maybe retry elsewhere)?"""
-    if not isinstance(exc, (pymssql.OperationalError, pymssql.InterfaceError)):
-        return False
+    verdict = drivers.is_broken_driver_error(exc)
+    if verdict is not None:
+        return verdict
     if error_number(exc) in BROKEN_NUMBERS:
         return True
     text = error_message(exc).lower()
@@ -89,14 +89,15 @@ def is_broken(exc: BaseException) -> bool:
 
 
 class PooledConnection:
-    """A pymssql connection and its birth time (for ``pool_recycle``)."""
+    """A driver connection, its birth time (for ``pool_recycle``) and when its Entra ID token expires."""
 
-    __slots__ = ("connection", "created", "idle_since")
+    __slots__ = ("connection", "created", "expires", "idle_since")
 
-    def __init__(self, connection: Any, created: float) -> None:
+    def __init__(self, connection: Any, created: float, expires: float = float("inf")) -> None:
         self.connection = connection
         self.created = created
         self.idle_since = created
+        self.expires = expires  # credential_clock() time; a connection is not reused past it
 
 
 class Lease:
@@ -181,7 +182,9 @@ class ConnectionPool:
         self.recycle = recycle
         self.timeout = timeout
         self.connect_listeners: list[Callable[[Any], None]] = [] if on_connect is None else [on_connect]
-        self._connect = connect or pymssql.connect
+        self._connect = connect
+        self._credential_clock = drivers.credential_clock(settings)
+        self.expiry_margin = 60.0  # replace a token-authenticated connection this long before expiry
         # The hot paths (checkout, checkin) take the condition's lock directly: the same lock, without
         # Condition.__enter__/__exit__'s Python-level calls on every use.
         self._mutex = threading.Lock()
@@ -230,7 +233,9 @@ class ConnectionPool:
                     raise ConnectionFailedError(f"the connection pool for {where} is closed")
                 if self._idle:
                     item = self._idle.pop()
-                    if self.recycle >= 0 and time.monotonic() - item.created > self.recycle:
+                    if (self.recycle >= 0 and time.monotonic() - item.created > self.recycle) or (
+                            item.expires != float("inf")
+                            and self._credential_clock() >= item.expires - self.expiry_margin):
                         self._total -= 1
                         self._stats["recycled"] += 1
                         stale = item
@@ -268,7 +273,8 @@ class ConnectionPool:
             if stale is not None:
                 _close_quietly(stale.connection)
         try:
-            return Lease(self, PooledConnection(self._probe_login(), time.monotonic()))
+            connection, expires = self._probe_login()
+            return Lease(self, PooledConnection(connection, time.monotonic(), expires))
         except BaseException:
             with self._cond:
                 self._total -= 1
@@ -276,7 +282,7 @@ class ConnectionPool:
                 self._cond.notify()
             raise
 
-    def _probe_login(self) -> Any:
+    def _probe_login(self) -> tuple[Any, float]:
         """Log in, unless logins are failing and another thread tried less than probe_interval ago."""
         now = time.monotonic()
         me = threading.get_ident()
@@ -291,7 +297,7 @@ class ConnectionPool:
             self._last_login = now
             self._last_prober = me
         try:
-            connection = self._login()
+            connection, expires = self._login()
         except Exception as exc:
             with self._cond:
                 # Only an outage is worth rate-limiting; a wrong password is reported to each caller.
@@ -302,7 +308,7 @@ class ConnectionPool:
         with self._cond:
             self._login_failure = None
             self.ever_connected = True
-        return connection
+        return connection, expires
 
     def _checkout_done(self, waited_since: Optional[float]) -> None:
         self._checked_out += 1
@@ -310,8 +316,11 @@ class ConnectionPool:
         if waited_since is not None:
             self._stats["wait_time"] += time.monotonic() - waited_since
 
-    def _login(self) -> Any:
-        connection = self._connect(**self.settings.connect_kwargs())
+    def _login(self) -> tuple[Any, float]:
+        if self._connect is not None:
+            connection, expires = self._connect(**self.settings.connect_kwargs()), float("inf")
+        else:
+            connection, expires = drivers.open_connection(self.settings)
         with self._cond:
             self._stats["connects"] += 1
         try:
@@ -320,7 +329,7 @@ class ConnectionPool:
         except BaseException:
             _close_quietly(connection)
             raise
-        return connection
+        return connection, expires
 
     def release(self, lease: Lease, broken: bool = False) -> None:
         """Return a checked-out connection (same as ``lease.release(broken)``)."""

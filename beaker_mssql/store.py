@@ -27,8 +27,7 @@ import threading
 import time
 from typing import Any, Callable, Optional, TypeVar
 
-import pymssql
-
+from beaker_mssql import drivers
 from beaker_mssql.config import CONTROL_CHARS, Settings, parse_settings
 from beaker_mssql.diagnostics import login_failure_message, mask_url
 from beaker_mssql.errors import (
@@ -605,7 +604,7 @@ class MSSQLStore:
         """Pin a connection to this thread (nested pins share it); failures fire the usual hooks."""
         try:
             return self.pool.pin()
-        except pymssql.Error as exc:
+        except drivers.ERRORS as exc:
             self.events.emit("error", exc, "applock")
             error = self._translate(exc, "applock", login=True)
             self.events.emit("session_error", error, "applock")
@@ -681,7 +680,7 @@ class MSSQLStore:
                     _close_cursor(cursor)
                 lease.release()
                 return result
-            except pymssql.Error as exc:
+            except drivers.ERRORS as exc:
                 number = error_number(exc)
                 broken = is_broken(exc) or not sent or number in READ_ONLY_NUMBERS
                 if lease is not None:
@@ -738,7 +737,7 @@ class MSSQLStore:
         message = error_message(exc)
         if login:
             number = login_error_number(number, message)
-        elif isinstance(exc, pymssql.DatabaseError):
+        elif isinstance(exc, drivers.DATABASE_ERRORS):
             message = server_message(exc)  # the server's text without pymssql's DB-Lib trailer
         equivalent = sqlserver_equivalent(number, message, login)
         message = " ".join(mask_url(message).split())
@@ -761,7 +760,7 @@ class MSSQLStore:
                 raw if raw.strip() and raw.strip() != str(number) else message,
             )
             return ConnectionFailedError(text, number, method)
-        if is_broken(exc) or equivalent in _LOGIN_FAILED or isinstance(exc, pymssql.InterfaceError):
+        if is_broken(exc) or equivalent in _LOGIN_FAILED or isinstance(exc, drivers.INTERFACE_ERRORS):
             return ConnectionFailedError(
                 f"{method}: connection to {where} failed (error {number}): {message}", number, method
             )
@@ -822,7 +821,7 @@ def _insert(cur: Any, sql: str, params: dict[str, Any]) -> None:
     """Run an insert-or-revive batch; a primary-key collision (2627) becomes :class:`_Conflict`."""
     try:
         cur.execute(sql, params)
-    except pymssql.IntegrityError as exc:
+    except drivers.INTEGRITY_ERRORS as exc:
         if error_number(exc) != 2627:
             raise
         raise _Conflict() from exc

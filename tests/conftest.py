@@ -8,6 +8,7 @@ Plain helper functions (new_sid, wait_until, run_threads) are in tests/helpers.p
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections.abc import Iterator
 from typing import Any, Callable
@@ -15,10 +16,26 @@ from urllib.parse import quote
 
 import pytest
 
-from beaker_mssql import MSSQLStore
+from beaker_mssql import MSSQLStore, config
 from beaker_mssql.config import parse_table_name
 from beaker_mssql.errors import MSSQLStoreError
 from beaker_mssql.sql import drop_table_sql
+
+# BEAKER_MSSQL_TEST_DRIVER=pytds (make test runs it once): every store that names no driver uses python-tds.
+TEST_DRIVER = os.environ.get("BEAKER_MSSQL_TEST_DRIVER", "pymssql")
+config.DEFAULT_DRIVER = TEST_DRIVER
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under the pytds run, skip (with the marker's reason) the tests about pymssql's own behaviour."""
+    if TEST_DRIVER == "pymssql":
+        return
+    for item in items:
+        marker = item.get_closest_marker("pymssql_only")
+        if marker is not None:
+            reason = marker.args[0] if marker.args else "tests pymssql itself"
+            item.add_marker(pytest.mark.skip(reason=f"pymssql only: {reason}"))
+
 
 pytest_plugins = ["pytester"]  # tests/test_standin_server.py runs small pytest sessions in-process
 

@@ -27,11 +27,11 @@ from .login import (
     FEDAUTH_LIBRARY_SECURITYTOKEN,
     PL_FEDAUTHREQUIRED,
     Login7,
-    parse_fedauth,
     build_prelogin_response,
     login_response,
     negotiate_packet_size,
     negotiate_tds_version,
+    parse_fedauth,
     parse_login7,
     parse_prelogin,
 )
@@ -398,8 +398,8 @@ class Connection:
         if error is not None:
             return anonymous, error
         if fedauth.echo != self.fedauth_required:
-            return anonymous, make_error(18456, anonymous, "Login failed: the FEDAUTH echo bit does not match "
-                                         "the PRELOGIN FEDAUTHREQUIRED answer.")
+            return anonymous, make_error(18456, anonymous, "Login failed: the FEDAUTH echo bit does not "
+                                         "match the PRELOGIN FEDAUTHREQUIRED answer.")
         if fedauth.library != FEDAUTH_LIBRARY_SECURITYTOKEN:
             return anonymous, make_error(18456, anonymous, "Login failed: this server accepts only the "
                                          "security-token federated authentication library.")

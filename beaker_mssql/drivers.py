@@ -1,0 +1,207 @@
+"""The two DB-API drivers the store can use, and what differs between them.
+
+Why two: pymssql (FreeTDS inside) is the fast default, but it cannot send a Microsoft Entra ID access
+token (pymssql issue #915), and many Azure SQL databases accept only Entra ID logins. python-tds
+(``pytds``, pure Python) sends one in LOGIN7's FEDAUTH feature ([MS-TDS] 2.2.6.4). Both use the
+``%(name)s`` paramstyle, so :mod:`beaker_mssql.sql` serves both unchanged.
+
+Everything driver-specific lives here (connect keywords, the exception classes, "connection is
+broken"), so :mod:`beaker_mssql.pool` and :mod:`beaker_mssql.store` stay driver-agnostic.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+import pymssql
+
+from beaker_mssql.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from beaker_mssql.config import ConnectionSettings
+
+__all__ = [
+    "DRIVERS",
+    "ERRORS",
+    "INTEGRITY_ERRORS",
+    "INTERFACE_ERRORS",
+    "TokenSource",
+    "credential_clock",
+    "is_broken_driver_error",
+    "open_connection",
+    "token_source",
+]
+
+DRIVERS = ("pymssql", "pytds")
+
+try:  # python-tds is optional: needed only with driver = pytds
+    import pytds
+    from pytds import tds_base as _pytds_base
+except ImportError:  # pragma: no cover - the test extra installs it
+    pytds = None
+    _pytds_base = None
+
+# The exception classes a store treats as "the database said no" (anything else is a bug or an interrupt).
+ERRORS: tuple[type[BaseException], ...] = (pymssql.Error,)
+INTEGRITY_ERRORS: tuple[type[BaseException], ...] = (pymssql.IntegrityError,)
+INTERFACE_ERRORS: tuple[type[BaseException], ...] = (pymssql.InterfaceError,)
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (pymssql.DatabaseError,)
+_BROKEN_CLASSES: tuple[type[BaseException], ...] = (pymssql.OperationalError, pymssql.InterfaceError)
+if pytds is not None:
+    # python-tds raises the socket's own OSError (ConnectionResetError, TimeoutError) when the server
+    # goes away mid-call: for the store that is a broken connection like pymssql's 20006/20047.
+    ERRORS += (pytds.Error, OSError)
+    INTEGRITY_ERRORS += (pytds.IntegrityError,)
+    INTERFACE_ERRORS += (pytds.InterfaceError,)
+    DATABASE_ERRORS += (pytds.DatabaseError,)
+
+
+def is_broken_driver_error(exc: BaseException) -> Optional[bool]:
+    """True/False when the driver alone decides whether ``exc`` broke the connection; None: look at
+    pymssql's number and message (:func:`beaker_mssql.pool.is_broken`)."""
+    if isinstance(exc, OSError):
+        return True
+    if _pytds_base is not None and isinstance(exc, _pytds_base.Error):
+        if isinstance(exc, _pytds_base.ClosedConnectionError):
+            return True
+        return None if isinstance(exc, (_pytds_base.OperationalError, _pytds_base.InterfaceError)) else False
+    return None if isinstance(exc, _BROKEN_CLASSES) else False
+
+
+class TokenSource:
+    """An Entra ID access token, fetched again shortly before it expires.
+
+    ``fetch`` returns a token string, or an object with ``.token`` and ``.expires_on`` (epoch seconds,
+    like ``azure.core.credentials.AccessToken``). A bare string's lifetime is read from its JWT ``exp``
+    claim when it has one, else assumed to be ``default_lifetime`` seconds.
+    """
+
+    refresh_margin = 300.0  # fetch a new token this many seconds before the old one expires
+    default_lifetime = 3600.0
+
+    def __init__(self, fetch: Callable[[], Any], clock: Callable[[], float] = time.time) -> None:
+        self._fetch = fetch
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._token: Optional[str] = None
+        self.expires_at = 0.0
+
+    def __repr__(self) -> str:  # never show the token
+        return f"<TokenSource {getattr(self._fetch, '__qualname__', self._fetch)!r}>"
+
+    def token(self) -> str:
+        """The current token; a new one when the old is within ``refresh_margin`` of expiring."""
+        with self._lock:
+            if self._token is None or self.clock() >= self.expires_at - self.refresh_margin:
+                value = self._fetch()
+                token = getattr(value, "token", value)
+                if not isinstance(token, str) or not token:
+                    raise ConfigurationError(f"access_token callable {self!r} must return a token string, "
+                                             f"got {type(value).__name__}")
+                expires = getattr(value, "expires_on", None)
+                self._token = token
+                self.expires_at = float(expires) if expires is not None else _jwt_exp(token, self.clock())
+            return self._token
+
+    def valid_until(self) -> float:
+        """When the token a connection opened now would expire (epoch seconds)."""
+        self.token()
+        return self.expires_at
+
+
+def _jwt_exp(token: str, now: float) -> float:
+    """The ``exp`` claim of a JWT, or now + default lifetime for an opaque token."""
+    import base64
+    import json
+
+    parts = token.split(".")
+    if len(parts) == 3:
+        try:
+            padded = parts[1] + "=" * (-len(parts[1]) % 4)
+            exp = json.loads(base64.urlsafe_b64decode(padded)).get("exp")
+            if isinstance(exp, (int, float)):
+                return float(exp)
+        except ValueError:
+            pass
+    return now + TokenSource.default_lifetime
+
+
+_AZURE_SCOPE = "https://database.windows.net/.default"
+_sources: dict[object, TokenSource] = {}
+_sources_lock = threading.Lock()
+
+
+def token_source(spec: object) -> TokenSource:
+    """The (shared, per option value) token source for an ``access_token`` option value."""
+    with _sources_lock:
+        source = _sources.get(spec)
+        if source is None:
+            source = _sources[spec] = TokenSource(_token_fetcher(spec))
+        return source
+
+
+def _token_fetcher(spec: object) -> Callable[[], Any]:
+    if callable(spec):
+        return spec
+    if spec in ("azure-default", "managed-identity"):
+        try:
+            from azure import identity
+        except ImportError:
+            raise ConfigurationError(
+                f"access_token = {spec!r} needs azure-identity: pip install 'beaker-mssql[azure]'"
+            ) from None
+        credential = (identity.DefaultAzureCredential() if spec == "azure-default"
+                      else identity.ManagedIdentityCredential())
+        return lambda: credential.get_token(_AZURE_SCOPE)
+    raise ConfigurationError(f"access_token must be a callable, a dotted path to one, 'azure-default' or "
+                             f"'managed-identity', got {spec!r}")
+
+
+def credential_clock(settings: ConnectionSettings) -> Callable[[], float]:
+    """The clock token expiry is measured on (a test may replace a token source's clock)."""
+    if settings.access_token is None:
+        return time.time
+    return token_source(settings.access_token).clock
+
+
+def open_connection(settings: ConnectionSettings) -> tuple[Any, float]:
+    """Log in with ``settings.driver``: (connection, when its credentials expire in epoch seconds; inf
+    for a password login). Autocommit on: no implicit BEGIN/COMMIT with either driver."""
+    if settings.driver == "pymssql":
+        return pymssql.connect(**settings.connect_kwargs()), float("inf")
+    if pytds is None:
+        raise ConfigurationError("driver = pytds needs python-tds: pip install python-tds")
+    kwargs: dict[str, Any] = {
+        "dsn": settings.server.split("\\", 1)[0] if settings.port is not None else settings.server,
+        "port": settings.port or 1433,
+        "database": settings.database,
+        "login_timeout": settings.login_timeout,
+        "timeout": settings.query_timeout or None,
+        "appname": settings.appname,
+        "autocommit": True,
+    }
+    expires = float("inf")
+    if settings.access_token is not None:
+        source = token_source(settings.access_token)
+        token = source.token()
+        expires = source.expires_at
+        kwargs["access_token_callable"] = lambda: token
+    else:
+        kwargs["user"] = settings.user
+        kwargs["password"] = settings.password
+    if settings.encrypt in ("require", "strict"):
+        # python-tds encrypts when it has CA certificates to verify the server with: the system's.
+        kwargs["cafile"] = ssl.get_default_verify_paths().cafile
+        kwargs["validate_host"] = not settings.trust_server_certificate
+    try:
+        return pytds.connect(**kwargs), expires
+    except TimeoutError as exc:
+        # python-tds retries a failed login itself until login_timeout, then raises a bare
+        # TimeoutError: report the server's last answer instead (its number drives our retry policy).
+        cause = exc.__cause__
+        if isinstance(cause, Exception):
+            raise cause from None
+        raise
