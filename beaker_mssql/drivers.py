@@ -167,6 +167,73 @@ def credential_clock(settings: ConnectionSettings) -> Callable[[], float]:
     return token_source(settings.access_token).clock
 
 
+class _PytdsCursor:
+    """A python-tds cursor that behaves like pymssql's where the store relies on it.
+
+    * ``bytes`` parameters go as varbinary: python-tds would send them as varchar (``pytds.Binary``).
+    * Each request is read to its end (later result sets, sp_executesql's DONEPROC): python-tds leaves
+      them pending and would then send an attention (a cancel exchange) before the next request.
+    * ``rowcount`` is the first statement's, as pymssql reports it for a DML batch.
+    """
+
+    __slots__ = ("_inner", "rowcount")
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.rowcount = -1
+
+    def execute(self, sql: str, params: Optional[dict[str, Any]] = None) -> None:
+        if params:
+            params = {k: pytds.Binary(v) if isinstance(v, bytes) else v for k, v in params.items()}
+        inner = self._inner
+        inner.execute(sql, params)
+        self.rowcount = inner.rowcount
+        if inner.description is None:
+            self._drain()
+
+    def fetchall(self) -> list[Any]:
+        rows = list(self._inner.fetchall())
+        self._drain()
+        return rows
+
+    def fetchone(self) -> Any:
+        row = self._inner.fetchone()
+        if row is None:
+            self._drain()
+        return row
+
+    @property
+    def description(self) -> Any:
+        return self._inner.description
+
+    def _drain(self) -> None:
+        inner = self._inner
+        while inner.nextset():
+            if inner.description is not None:
+                inner.fetchall()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class _PytdsConnection:
+    """A python-tds connection handing out :class:`_PytdsCursor`; everything else passes through."""
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def cursor(self) -> _PytdsCursor:
+        return _PytdsCursor(self._inner.cursor())
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
 def open_connection(settings: ConnectionSettings) -> tuple[Any, float]:
     """Log in with ``settings.driver``: (connection, when its credentials expire in epoch seconds; inf
     for a password login). Autocommit on: no implicit BEGIN/COMMIT with either driver."""
@@ -197,7 +264,7 @@ def open_connection(settings: ConnectionSettings) -> tuple[Any, float]:
         kwargs["cafile"] = ssl.get_default_verify_paths().cafile
         kwargs["validate_host"] = not settings.trust_server_certificate
     try:
-        return pytds.connect(**kwargs), expires
+        return _PytdsConnection(pytds.connect(**kwargs)), expires
     except TimeoutError as exc:
         # python-tds retries a failed login itself until login_timeout, then raises a bare
         # TimeoutError: report the server's last answer instead (its number drives our retry policy).
