@@ -14,7 +14,7 @@ import pymssql
 import pytest
 from helpers import run_threads, wait_until
 
-from beaker_mssql import PoolTimeoutError
+from beaker_mssql import PoolTimeoutError, drivers
 from beaker_mssql.config import parse_settings
 from beaker_mssql.pool import ConnectionPool, error_number, is_broken
 
@@ -187,7 +187,7 @@ def test_connection_dropped_by_server_is_discarded(standin):
         with pool.connection() as conn:
             conn.cursor().execute("SELECT 1")
         standin.faults.drop_next_request()
-        with pytest.raises(pymssql.Error) as info:
+        with pytest.raises(drivers.ERRORS) as info:
             with pool.connection() as conn:
                 conn.cursor().execute("SELECT 1")
         assert is_broken(info.value)
