@@ -182,9 +182,11 @@ class _PytdsCursor:
         self._inner = inner
         self.rowcount = -1
 
-    def execute(self, sql: str, params: Optional[dict[str, Any]] = None) -> None:
-        if params:
+    def execute(self, sql: str, params: Any = None) -> None:
+        if isinstance(params, dict):
             params = {k: pytds.Binary(v) if isinstance(v, bytes) else v for k, v in params.items()}
+        elif isinstance(params, (tuple, list)):
+            params = tuple(pytds.Binary(v) if isinstance(v, bytes) else v for v in params)
         inner = self._inner
         inner.execute(sql, params)
         self.rowcount = inner.rowcount

@@ -145,6 +145,7 @@ def test_pytds_pool_resets_the_session(standin):
         standin.execute("DROP TABLE reset_probe")
 
 
+@pytest.mark.pymssql_only("pymssql's TLS through FreeTDS (the pytds TLS flow is tested above)")
 def test_pymssql_encrypt_require_runs_the_beaker_flow(tls_server):
     def app(environ, start_response):
         session = environ["beaker.session"]

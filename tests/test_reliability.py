@@ -186,6 +186,7 @@ def interrupt_next_wait() -> Iterator[threading.Event]:
         pymssql.set_wait_callback(None)
 
 
+@pytest.mark.pymssql_only("interrupts through pymssql's wait callback (pymssql.set_wait_callback)")
 def test_interrupted_applock_request_leaks_no_lock(standin, store, mssql_table, interrupt_next_wait):
     other = MSSQLStore(url=standin.url, table=mssql_table)
     try:
@@ -204,6 +205,7 @@ def test_interrupted_applock_request_leaks_no_lock(standin, store, mssql_table, 
         other.close()
 
 
+@pytest.mark.pymssql_only("interrupts through pymssql's wait callback (pymssql.set_wait_callback)")
 def test_interrupted_query_discards_the_connection(standin, store, interrupt_next_wait):
     store.set("q", "v")
     interrupt_next_wait.set()
