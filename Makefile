@@ -27,6 +27,11 @@ typecheck: $(STAMP)
 # With BEAKER_MSSQL_TEST_URL set: once, against that server (its profile is detected).
 # pytest exits 5 when it collected no test: that is a broken suite here, never a pass.
 PROFILES ?= sqlserver azure babelfish
+# Then once more with driver = pytds (python-tds, the Entra ID driver): the storage suites, sqlserver profile.
+PYTDS_TESTS ?= tests/test_store.py tests/test_store_failures.py tests/test_pool.py tests/test_beaker_session.py \
+	tests/test_beaker_cache.py tests/test_write_path.py tests/test_failover.py tests/test_reliability.py \
+	tests/test_concurrency.py tests/test_parity_sessions.py tests/test_parity_cache.py tests/test_sweeper.py \
+	tests/test_entra.py
 
 pytest: $(STAMP)
 	@if [ -n "$$BEAKER_MSSQL_TEST_URL" ]; then profiles=server; else profiles="$(PROFILES)"; fi; \
@@ -41,6 +46,11 @@ pytest: $(STAMP)
 		if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests - failing on purpose" >&2; fi; \
 		if [ $$status -ne 0 ]; then failed="$$failed $$profile"; fi; \
 	done; \
+	if [ -z "$$BEAKER_MSSQL_TEST_URL" ]; then \
+		echo "== pytest, driver = pytds, stand-in engine profile: sqlserver =="; \
+		BEAKER_MSSQL_PROFILE=sqlserver BEAKER_MSSQL_TEST_DRIVER=pytds $(BIN)/python -m pytest $(PYTDS_TESTS); \
+		if [ $$? -ne 0 ]; then failed="$$failed pytds"; fi; \
+	fi; \
 	if [ -n "$$failed" ]; then echo "make test: pytest failed for:$$failed" >&2; exit 1; fi
 
 ## make test-slow: the differential test (memory vs ext:mssql) with many more generated examples; CI runs it.

@@ -4,7 +4,7 @@ Each benchmark starts its own stand-in in a child process; ``standin_speed.py`` 
 round-trip rate) runs as a subprocess and its output is included as printed. A benchmark that fails is
 reported in RESULTS.md with its error instead of stopping the others; the exit status is then 1.
 
-    python benchmarks/run_all.py [--only roundtrips,conflict,cpu,throughput,sweep,standin]
+    python benchmarks/run_all.py [--only roundtrips,conflict,cpu,throughput,sweep,failover,standin]
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ def standin_speed() -> Section:
 def benches() -> dict[str, Callable[[], Section]]:
     import bench_conflict
     import bench_cpu
+    import bench_failover
     import bench_roundtrips
     import bench_sweep
     import bench_throughput
@@ -63,6 +64,7 @@ def benches() -> dict[str, Callable[[], Section]]:
         "cpu": bench_cpu.run,
         "throughput": bench_throughput.run,
         "sweep": bench_sweep.run,
+        "failover": bench_failover.run,
         "standin": standin_speed,
     }
 
