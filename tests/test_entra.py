@@ -53,7 +53,7 @@ def token_url(server: Any) -> str:
 
 def test_access_token_needs_pytds_and_no_password():
     with pytest.raises(ConfigurationError, match=r"driver = pytds.*#915"):
-        parse_settings({"url": "mssql://h/db", "access_token": "os.getcwd"})
+        parse_settings({"url": "mssql://h/db", "driver": "pymssql", "access_token": "os.getcwd"})
     with pytest.raises(ConfigurationError, match="user and password"):
         parse_settings({"url": "mssql://u:p@h/db", "driver": "pytds", "access_token": "os.getcwd"})
     with pytest.raises(ConfigurationError, match="driver must be 'pymssql' or 'pytds', got 'odbc'"):
