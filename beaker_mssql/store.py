@@ -316,9 +316,14 @@ class MSSQLStore:
         finally:
             if lock is not None:
                 lock.release()
+        why = (
+            "the connection kept failing mid-save, so whether its last attempt committed is unknown"
+            if ambiguous
+            else "other requests changed the row in every merge round"
+        )
         error = SaveConflictError(
-            f"save of session {short_sid(sid)} on {self.settings.table.quoted}: other requests changed the "
-            f"row in every merge round within retry_budget; not saved", None, "save")
+            f"save of session {short_sid(sid)} on {self.settings.table.quoted}: {why} within retry_budget; "
+            "no other write was overwritten", None, "save")
         self.events.emit("session_error", error, "save")
         raise error
 

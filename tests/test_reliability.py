@@ -399,3 +399,19 @@ def test_driver_errors_without_text_get_words(store):
     error = store._translate(pymssql.OperationalError((20047, b"")), "get")
     assert "error 20047" in str(error) and "connection is dead" in str(error)
     assert "20047): 20047" not in str(error)
+
+
+def test_save_that_never_learns_its_outcome_says_so(standin, mssql_table):
+    """Every conditional UPDATE fails with a connection-ending error (40613): the save re-reads, sees
+    nothing committed, sends again, and at retry_budget gives up naming the real cause."""
+    from beaker_mssql.errors import SaveConflictError
+
+    with MSSQLStore(url=standin.url, table=mssql_table, retry_budget=0.3) as store:
+        store.set("u", "v")
+        loaded = store.load("u")
+        standin.faults.raise_error(40613, times=None, pattern=r"^UPDATE")
+        with pytest.raises(SaveConflictError, match="whether its last attempt committed is unknown"):
+            store.save("u", "w", loaded)
+        standin.faults.clear()
+        assert store.get("u") == "v"
+        assert_clean_connection(store)
