@@ -106,12 +106,7 @@ class EngineSession:
         self.trancount = 0
         self.rowcount = 0
         self.last_error = 0
-        self.nocount = False
-        self.xact_abort = False
-        self.implicit_transactions = False
-        self.lock_timeout = -1
-        self.textsize = 2147483647
-        self.isolation = "READ COMMITTED"
+        self._default_options()
         self.undo: list[tuple[Any, ...]] = []
         self.savepoints: dict[str, int] = {}
         self.tran_name: Optional[str] = None
@@ -119,6 +114,15 @@ class EngineSession:
         self.closed = False
         self.cancel: Optional[CancelFlag] = None
         self.executor = Executor(self)
+
+    def _default_options(self) -> None:
+        """SET options as a new login (or a RESETCONNECTION) has them."""
+        self.nocount = False
+        self.xact_abort = False
+        self.implicit_transactions = False
+        self.lock_timeout = -1
+        self.textsize = 2147483647
+        self.isolation = "READ COMMITTED"
 
     def __repr__(self) -> str:
         return f"<EngineSession spid={self.session_id} db={self.database!r} trancount={self.trancount}>"
@@ -214,12 +218,7 @@ class EngineSession:
                 self.rollback_all()
             if eng.locks.release_resource_kind(self.session_id, "a", SESSION):
                 eng.cond.notify_all()
-        self.nocount = False
-        self.xact_abort = False
-        self.implicit_transactions = False
-        self.lock_timeout = -1
-        self.textsize = 2147483647
-        self.isolation = "READ COMMITTED"
+        self._default_options()
         self.database = self.login_database
         self.rowcount = 0
         self.last_error = 0
