@@ -22,35 +22,34 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# The whole suite once per engine profile of the stand-in (beaker_mssql/testing/profiles.py), one pytest
-# process each, one after the other (~1 min each on 2 cores); `make pytest PROFILES=azure` runs one.
-# With BEAKER_MSSQL_TEST_URL set: once, against that server (its profile is detected).
+# The whole suite once per line of the matrix: an engine profile of the stand-in
+# (beaker_mssql/testing/profiles.py) and the driver every store uses unless a test names one. Each profile
+# and each driver runs the whole suite; the pairs are chosen so that three runs (~100 s each on 2 cores)
+# cover both axes: python-tds, the Entra ID driver, against the Azure SQL profile it exists for. One
+# pytest process per run, one after the other. `make pytest MATRIX=sqlserver:pytds` runs one pair.
+# With BEAKER_MSSQL_TEST_URL set: the whole suite against that server, once per driver.
 # pytest exits 5 when it collected no test: that is a broken suite here, never a pass.
-PROFILES ?= sqlserver azure babelfish
-# Then once more with driver = pytds (python-tds, the Entra ID driver): the storage suites, sqlserver profile.
-PYTDS_TESTS ?= tests/test_store.py tests/test_store_failures.py tests/test_pool.py tests/test_beaker_session.py \
-	tests/test_beaker_cache.py tests/test_write_path.py tests/test_failover.py tests/test_reliability.py \
-	tests/test_concurrency.py tests/test_parity_sessions.py tests/test_parity_cache.py tests/test_sweeper.py \
-	tests/test_entra.py
+MATRIX ?= sqlserver:pymssql azure:pytds babelfish:pymssql
+SERVER_DRIVERS ?= pymssql pytds
 
 pytest: $(STAMP)
-	@if [ -n "$$BEAKER_MSSQL_TEST_URL" ]; then profiles=server; else profiles="$(PROFILES)"; fi; \
+	@if [ -n "$$BEAKER_MSSQL_TEST_URL" ]; then \
+		runs=""; for driver in $(SERVER_DRIVERS); do runs="$$runs server:$$driver"; done; \
+	else runs="$(MATRIX)"; fi; \
 	failed=""; \
-	for profile in $$profiles; do \
+	for run in $$runs; do \
+		profile=$${run%%:*}; driver=$${run#*:}; \
 		if [ $$profile = server ]; then \
-			echo "== pytest against BEAKER_MSSQL_TEST_URL =="; $(BIN)/python -m pytest; status=$$?; \
+			echo "== pytest against BEAKER_MSSQL_TEST_URL, driver = $$driver =="; \
+			BEAKER_MSSQL_TEST_DRIVER=$$driver $(BIN)/python -m pytest; status=$$?; \
 		else \
-			echo "== pytest, stand-in engine profile: $$profile =="; \
-			BEAKER_MSSQL_PROFILE=$$profile $(BIN)/python -m pytest; status=$$?; \
+			echo "== pytest, stand-in engine profile: $$profile, driver = $$driver =="; \
+			BEAKER_MSSQL_PROFILE=$$profile BEAKER_MSSQL_TEST_DRIVER=$$driver $(BIN)/python -m pytest; \
+			status=$$?; \
 		fi; \
 		if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests - failing on purpose" >&2; fi; \
-		if [ $$status -ne 0 ]; then failed="$$failed $$profile"; fi; \
+		if [ $$status -ne 0 ]; then failed="$$failed $$run"; fi; \
 	done; \
-	if [ -z "$$BEAKER_MSSQL_TEST_URL" ]; then \
-		echo "== pytest, driver = pytds, stand-in engine profile: sqlserver =="; \
-		BEAKER_MSSQL_PROFILE=sqlserver BEAKER_MSSQL_TEST_DRIVER=pytds $(BIN)/python -m pytest $(PYTDS_TESTS); \
-		if [ $$? -ne 0 ]; then failed="$$failed pytds"; fi; \
-	fi; \
 	if [ -n "$$failed" ]; then echo "make test: pytest failed for:$$failed" >&2; exit 1; fi
 
 ## make test-slow: the differential test (memory vs ext:mssql) with many more generated examples; CI runs it.

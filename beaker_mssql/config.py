@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 import re
 from collections.abc import Mapping
 from typing import Any, Callable, Optional, Union
@@ -336,6 +337,7 @@ class ConnectionSettings:
     database: str = ""
     encrypt: Optional[str] = None
     trust_server_certificate: bool = False
+    ca_file: Optional[str] = None  # PEM file of the CA that signed the server's certificate (pytds)
     login_timeout: int = 15
     query_timeout: int = 30
     appname: str = "beaker-mssql"
@@ -348,7 +350,7 @@ class ConnectionSettings:
         return (
             f"ConnectionSettings(server={self.server!r}, port={self.port!r}, user={self.user!r}, "
             f"password={password!r}, database={self.database!r}, encrypt={self.encrypt!r}, "
-            f"trust_server_certificate={self.trust_server_certificate!r}, "
+            f"trust_server_certificate={self.trust_server_certificate!r}, ca_file={self.ca_file!r}, "
             f"login_timeout={self.login_timeout!r}, query_timeout={self.query_timeout!r}, "
             f"appname={self.appname!r}, tds_version={self.tds_version!r}, driver={self.driver!r})"
         )
@@ -511,8 +513,8 @@ def _check_unencoded(rest: str) -> None:
 
 
 _URL_QUERY_KEYS = frozenset(
-    {"encrypt", "trust_server_certificate", "login_timeout", "query_timeout", "appname", "tds_version",
-     "driver"}
+    {"encrypt", "trust_server_certificate", "ca_file", "login_timeout", "query_timeout", "appname",
+     "tds_version", "driver"}
 )
 # The driver when none is given. The test suite sets it (tests/conftest.py) to run everything with pytds.
 DEFAULT_DRIVER = "pymssql"
@@ -591,6 +593,11 @@ def _build_connection(options: Mapping[str, Any]) -> ConnectionSettings:
     if access_token is not None and driver != "pytds":
         raise ConfigurationError("access_token (Microsoft Entra ID) needs driver = pytds: pymssql cannot "
                                  "send an access token (pymssql issue #915)")
+    ca_file = _coerce_ca_file(merged.get("ca_file"), driver)
+    encrypt = _default_encrypt(server, _coerce_encrypt(merged.get("encrypt")))
+    if ca_file is not None and encrypt == "off":
+        raise ConfigurationError(
+            f"ca_file = {ca_file!r} verifies an encrypted connection, but encrypt is off")
     if access_token is not None and (user or password):
         raise ConfigurationError("access_token replaces user and password: give one or the other, not both")
     return ConnectionSettings(
@@ -601,7 +608,8 @@ def _build_connection(options: Mapping[str, Any]) -> ConnectionSettings:
         user=None if user is None else _coerce_str("user", user),
         password=None if password is None else _coerce_str("password", password, secret=True),
         database=_coerce_str("database", merged.get("database", "")),
-        encrypt=_default_encrypt(server, _coerce_encrypt(merged.get("encrypt"))),
+        encrypt=encrypt,
+        ca_file=ca_file,
         trust_server_certificate=_coerce_bool(
             "trust_server_certificate", merged.get("trust_server_certificate", False)
         ),
@@ -610,6 +618,20 @@ def _build_connection(options: Mapping[str, Any]) -> ConnectionSettings:
         appname=_coerce_str("appname", merged.get("appname", "beaker-mssql")),
         tds_version=tds_value,
     )
+
+
+def _coerce_ca_file(value: object, driver: str) -> Optional[str]:
+    """An existing, readable PEM file; only python-tds takes one per connection."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    path = os.path.expanduser(_coerce_str("ca_file", value).strip())
+    if driver != "pytds":
+        raise ConfigurationError(
+            f"ca_file = {value!r} needs driver = pytds: pymssql verifies certificates through FreeTDS, "
+            "whose CA file is the 'ca file' setting in freetds.conf")
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise ConfigurationError(f"ca_file = {value!r} is not a readable file")
+    return path
 
 
 def _coerce_access_token(value: object) -> Optional[object]:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import pymssql
 
+from beaker_mssql import pytds_overrides
 from beaker_mssql.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -172,7 +173,8 @@ class _PytdsCursor:
 
     * ``bytes`` parameters go as varbinary: python-tds would send them as varchar (``pytds.Binary``).
     * Each request is read to its end (later result sets, sp_executesql's DONEPROC): python-tds leaves
-      them pending and would then send an attention (a cancel exchange) before the next request.
+      them pending and would then send an attention (a cancel exchange) before the next request. The
+      same after a server error in the middle of a reply (:meth:`_discard_rest`).
     * ``rowcount`` is the first statement's, as pymssql reports it for a DML batch.
     """
 
@@ -188,14 +190,22 @@ class _PytdsCursor:
         elif isinstance(params, (tuple, list)):
             params = tuple(pytds.Binary(v) if isinstance(v, bytes) else v for v in params)
         inner = self._inner
-        inner.execute(sql, params)
-        self.rowcount = inner.rowcount
-        if inner.description is None:
-            self._drain()
+        try:
+            inner.execute(sql, params)
+            self.rowcount = inner.rowcount
+            if inner.description is None:
+                self._drain()
+        except pytds.Error as exc:
+            self._discard_rest(exc)
+            raise
 
     def fetchall(self) -> list[Any]:
-        rows = list(self._inner.fetchall())
-        self._drain()
+        try:
+            rows = list(self._inner.fetchall())
+            self._drain()
+        except pytds.Error as exc:
+            self._discard_rest(exc)
+            raise
         return rows
 
     def fetchone(self) -> Any:
@@ -214,8 +224,33 @@ class _PytdsCursor:
             if inner.description is not None:
                 inner.fetchall()
 
+    def _discard_rest(self, error: BaseException) -> None:
+        """After a server error mid-request (a duplicate key in the insert half of a batch), read the
+        reply's remaining tokens: python-tds raises at the error and would otherwise cancel the rest with
+        an attention before the next request. Nothing to read once the connection is gone; whatever
+        happens here, the caller re-raises the original error."""
+        if is_broken_driver_error(error):
+            return
+        inner = self._inner
+        for _ in range(_MAX_ERRORS_PER_REPLY):
+            try:
+                if not inner.nextset():
+                    return
+                if inner.description is not None:
+                    inner.fetchall()
+            except pytds.Error as again:
+                if is_broken_driver_error(again):
+                    return
+                # python-tds reports the same server error once more, then goes on
+            except Exception:  # a half-read socket (struct.error, OSError): the pool's problem
+                return
+
     def close(self) -> None:
         self._inner.close()
+
+
+# A reply holds one error per failed statement; the store's batches have at most three statements.
+_MAX_ERRORS_PER_REPLY = 32
 
 
 class _PytdsConnection:
@@ -261,16 +296,41 @@ def open_connection(settings: ConnectionSettings) -> tuple[Any, float]:
     else:
         kwargs["user"] = settings.user
         kwargs["password"] = settings.password
-    if settings.encrypt in ("require", "strict"):
-        # python-tds encrypts when it has CA certificates to verify the server with: the system's.
-        kwargs["cafile"] = ssl.get_default_verify_paths().cafile
+    if settings.encrypt in ("require", "strict") or settings.ca_file is not None:
+        # python-tds encrypts when it has CA certificates to verify the server with: ca_file, else the
+        # system's.
+        kwargs["cafile"] = settings.ca_file or ssl.get_default_verify_paths().cafile
         kwargs["validate_host"] = not settings.trust_server_certificate
-    try:
-        return _PytdsConnection(pytds.connect(**kwargs)), expires
-    except TimeoutError as exc:
-        # python-tds retries a failed login itself until login_timeout, then raises a bare
-        # TimeoutError: report the server's last answer instead (its number drives our retry policy).
-        cause = exc.__cause__
-        if isinstance(cause, Exception):
-            raise cause from None
-        raise
+    return _PytdsConnection(_pytds_connect_once(kwargs)), expires
+
+
+def _pytds_connect_once(kwargs: dict[str, Any]) -> Any:
+    """One login attempt with python-tds (see :mod:`beaker_mssql.pytds_overrides`): the server's own
+    error, or the socket's, comes straight back, so retry.py classifies it and the pool's rate limit
+    counts every attempt."""
+    with pytds_overrides.active() as installed:
+        try:
+            return pytds.connect(**kwargs)
+        except TimeoutError as exc:
+            if installed:
+                raise
+            # python-tds gave up after its own retries with a bare TimeoutError: report its last error.
+            cause = exc.__cause__
+            if isinstance(cause, Exception):
+                raise cause from None
+            raise
+        except Exception as exc:
+            if type(exc).__module__.startswith("OpenSSL"):  # pyOpenSSL's error escapes python-tds as is
+                raise pytds.OperationalError(_tls_failure_text(exc)) from None
+            raise
+
+
+def _tls_failure_text(exc: Exception) -> str:
+    reasons = [part[-1] for part in exc.args[0] if isinstance(part, tuple) and part] if exc.args and \
+        isinstance(exc.args[0], list) else []
+    reason = "; ".join(str(r) for r in reasons if r) or str(exc) or type(exc).__name__
+    hint = ""
+    if "certificate verify failed" in reason:
+        hint = (". The server's certificate is not signed by a CA python-tds trusts: give that CA's PEM "
+                "file as ca_file (the system's CAs are used otherwise)")
+    return f"TLS handshake with the server failed: {reason}{hint}"

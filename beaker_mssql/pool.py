@@ -51,7 +51,10 @@ BROKEN_MESSAGES = (
 
 
 def error_number(exc: BaseException) -> Optional[int]:
-    """The SQL Server / DB-Library error number of a pymssql exception, if it carries one."""
+    """The SQL Server / DB-Library error number of a pymssql exception, if it carries one. A socket's
+    own OSError (python-tds) has none: its errno is not a server error number."""
+    if isinstance(exc, OSError):
+        return None
     number = getattr(exc, "number", None)
     if isinstance(number, int):
         return number
@@ -65,7 +68,10 @@ def error_number(exc: BaseException) -> Optional[int]:
 
 
 def error_message(exc: BaseException) -> str:
-    """The server's message text of a pymssql exception (bytes decoded)."""
+    """The server's message text of a pymssql exception (bytes decoded); a socket error's own words
+    (``[Errno 111] Connection refused``)."""
+    if isinstance(exc, OSError):
+        return str(exc) or type(exc).__name__
     if exc.args:
         first = exc.args[0]
         if isinstance(first, tuple) and len(first) > 1:

@@ -18,7 +18,7 @@ from helpers import new_sid
 
 from beaker_mssql import MSSQLStore
 from beaker_mssql.config import parse_settings
-from beaker_mssql.errors import sqlserver_equivalent
+from beaker_mssql.errors import ConnectionFailedError, sqlserver_equivalent
 from beaker_mssql.namespace import close_all
 from beaker_mssql.pool import ConnectionPool
 from beaker_mssql.testing import SQLServerStandIn
@@ -145,8 +145,8 @@ def test_pytds_pool_resets_the_session(standin):
         standin.execute("DROP TABLE reset_probe")
 
 
-@pytest.mark.pymssql_only("pymssql's TLS through FreeTDS (the pytds TLS flow is tested above)")
-def test_pymssql_encrypt_require_runs_the_beaker_flow(tls_server):
+@pytest.mark.parametrize("driver", ["pymssql", "pytds"])
+def test_encrypt_require_runs_the_beaker_flow(tls_server, driver):
     def app(environ, start_response):
         session = environ["beaker.session"]
         if environ["PATH_INFO"] == "/login":
@@ -160,7 +160,10 @@ def test_pymssql_encrypt_require_runs_the_beaker_flow(tls_server):
     assert tls_server.wait_for_connections(0)  # earlier tests' clients are gone from the counts
     tls_server.reset_stats()
     config = {"session.type": "ext:mssql", "session.url": tls_server.url + "?encrypt=require",
-              "session.table": "sessions", "session.data_serializer": "json", "session.secret": "s3cret"}
+              "session.table": "sessions", "session.data_serializer": "json", "session.secret": "s3cret",
+              "session.driver": driver}
+    if driver == "pytds":  # python-tds verifies the certificate: against the stand-in's own CA
+        config["session.ca_file"] = tls_server.tls_ca_file
     web = webtest.TestApp(SessionMiddleware(app, config))
     sid = web.get("/login?alice").json["id"]
     assert web.get("/").json == {"user": "alice", "id": sid}
@@ -358,3 +361,13 @@ def test_rpc_parameter_declarations_cannot_smuggle_statements(standin):
         assert standin.execute("SELECT COUNT(*) FROM rpc_guard") == [(0,)]
     finally:
         standin.execute("DROP TABLE rpc_guard")
+
+
+def test_pytds_without_the_ca_file_refuses_the_self_signed_certificate(tls_server):
+    """ca_file is what makes the connection above trusted: with the system's CAs it is refused."""
+    store = MSSQLStore(url=tls_server.url + "?encrypt=require", table="sessions", driver="pytds", retries=0)
+    try:
+        with pytest.raises(ConnectionFailedError, match="certificate verify failed.*ca_file"):
+            store.get("x")
+    finally:
+        store.close()

@@ -232,3 +232,16 @@ def test_unknown_serializer_name_lists_the_choices():
         parse_settings({"url": "mssql://u:p@h/db", "serializer": "yaml"})
     message = str(info.value)
     assert "'pickle', 'json'" in message and "'yaml'" in message
+
+
+def test_ca_file_is_checked_and_named(tmp_path):
+    pem = tmp_path / "ca.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\n")
+    settings = parse_settings({"url": f"mssql://u:p@h/db?driver=pytds&encrypt=require&ca_file={pem}"})
+    assert settings.connection.ca_file == str(pem) and str(pem) in repr(settings.connection)
+    with pytest.raises(ConfigurationError, match=r"ca_file = '/no/such\.pem' is not a readable file"):
+        parse_settings({"url": "mssql://u:p@h/db", "driver": "pytds", "ca_file": "/no/such.pem"})
+    with pytest.raises(ConfigurationError, match="ca_file .* needs driver = pytds.*freetds.conf"):
+        parse_settings({"url": "mssql://u:p@h/db", "driver": "pymssql", "ca_file": str(pem)})
+    with pytest.raises(ConfigurationError, match="encrypt is off"):
+        parse_settings({"url": "mssql://u:p@h/db", "driver": "pytds", "ca_file": str(pem), "encrypt": "off"})

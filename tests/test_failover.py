@@ -132,9 +132,23 @@ def test_read_only_replica_write_is_retried_on_a_new_connection(standin, mssql_t
 
 
 @pytest.mark.standin_only
-@pytest.mark.pymssql_only("python-tds retries a refused login itself for up to login_timeout (15 s here), "
-                          "longer than retry_budget, so some saves end as SaveConflictError (README Azure "
-                          "SQL limits; the pytds failover row in benchmarks/RESULTS.md measures it)")
+@pytest.mark.parametrize("driver", ["pymssql", "pytds"])
+@pytest.mark.parametrize("number", [40613, 4060])
+def test_one_login_call_is_one_attempt_with_either_driver(standin, mssql_table, driver, number):
+    """python-tds would retry a refused login by itself until login_timeout (drivers.py): with the
+    budget at zero the store makes exactly one attempt and reports the server's own number."""
+    with MSSQLStore(url=standin.url, table=mssql_table, driver=driver, retries=0, login_timeout=3) as store:
+        standin.reset_stats()
+        standin.faults.refuse_logins(None, number=number)
+        with pytest.raises(ConnectionFailedError) as info:
+            store.get("x")
+        assert info.value.number == number
+        assert standin.stats()["login_failures"] == 1
+        standin.faults.clear()
+        assert store.get("x") is None  # and the next call logs in normally
+
+
+@pytest.mark.standin_only
 def test_failover_under_load_loses_no_committed_session_data(standin, mssql_table):
     """16 threads x 200 requests, sweeper on; a 5-second failover in the middle. Every request succeeds
     (maybe after waiting) or fails with a clear error; every session holds its last acknowledged write
@@ -211,3 +225,15 @@ def test_azure_hosts_require_tls_unless_told_otherwise():
     explicit = parse_settings({"url": "mssql://u:p@myserver.database.windows.net/app?encrypt=false"})
     assert explicit.connection.encrypt == "off"
     assert parse_settings({"url": "mssql://u:p@db.example/app"}).connection.encrypt is None
+
+
+@pytest.mark.parametrize("exc", [ConnectionRefusedError(111, "Connection refused"),
+                                 ConnectionResetError(104, "Connection reset by peer"),
+                                 TimeoutError("timed out")])
+def test_python_tds_socket_errors_are_transient_logins_without_a_server_number(exc):
+    """python-tds passes the socket's own OSError through: its errno is no SQL Server number, and a
+    refused or reset TCP connection (a listener moving during a failover) is worth another login."""
+    from beaker_mssql.pool import error_message, error_number
+
+    assert error_number(exc) is None
+    assert login_is_transient(error_message(exc), connected_before=False)

@@ -89,8 +89,6 @@ def test_memory_backend_answers_a_refused_id_with_a_fresh_session(refused):
     assert body["user"] is None and body["new"] is True
 
 
-@pytest.mark.pymssql_only("finds the ids in the SQL text: pymssql inlines parameters, python-tds sends "
-                          "them as sp_executesql parameters")
 @pytest.mark.parametrize("refused", list(REFUSED_IDS.values()), ids=list(REFUSED_IDS))
 def test_refused_cookie_id_gets_a_new_empty_session_and_cookie(standin, mssql_table, caplog, refused):
     app = pyramid_app(mssql_settings(standin, mssql_table))

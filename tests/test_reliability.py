@@ -1,9 +1,10 @@
 """Reliability under faults and interrupts (issue 15), each case reproduced with a real fault.
 
 Faults are real: the stand-in runs a request to its commit and then cuts (or holds) the reply; a
-``BaseException`` is raised inside pymssql's wait callback while a request is on the wire; two stores
-share one pool. After every fault, :func:`assert_clean_connection` checks the next connection the pool
-hands out: no open transaction, the session options every fresh connection has, no app lock held.
+``BaseException`` is raised inside the driver's wait for a reply (pymssql's wait callback, python-tds's
+packet read) while a request is on the wire; two stores share one pool. After every fault,
+:func:`assert_clean_connection` checks the next connection the pool hands out: no open transaction, the
+session options every fresh connection has, no app lock held.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from beaker.session import Session
 from helpers import WSGIClient, run_threads, wait_until
 from standin_raw import RawClient, is_attention_ack
 
-from beaker_mssql import MSSQLStore
+from beaker_mssql import MSSQLStore, config
 from beaker_mssql.errors import WriteOutcomeUnknownError
 from beaker_mssql.integrations import end_session
 from beaker_mssql.store import Loaded, SaveResult
@@ -167,9 +168,24 @@ class Interrupt(BaseException):
 
 
 @pytest.fixture
-def interrupt_next_wait() -> Iterator[threading.Event]:
-    """Set the returned event to raise Interrupt inside pymssql's wait callback, once."""
+def interrupt_next_wait(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """Set the returned event to raise Interrupt, once, while the driver waits for the server's reply:
+    inside pymssql's wait callback, or (driver = pytds) where python-tds reads a reply packet."""
     arm = threading.Event()
+    if config.DEFAULT_DRIVER == "pytds":
+        from pytds.tds_reader import _TdsReader
+
+        read_packet = _TdsReader._read_packet
+
+        def interrupted_read(reader: Any) -> None:
+            if arm.is_set():
+                arm.clear()
+                raise Interrupt()
+            read_packet(reader)
+
+        monkeypatch.setattr(_TdsReader, "_read_packet", interrupted_read)
+        yield arm
+        return
 
     def callback(fileno: int) -> None:
         if arm.is_set():
@@ -186,7 +202,6 @@ def interrupt_next_wait() -> Iterator[threading.Event]:
         pymssql.set_wait_callback(None)
 
 
-@pytest.mark.pymssql_only("interrupts through pymssql's wait callback (pymssql.set_wait_callback)")
 def test_interrupted_applock_request_leaks_no_lock(standin, store, mssql_table, interrupt_next_wait):
     other = MSSQLStore(url=standin.url, table=mssql_table)
     try:
@@ -205,7 +220,6 @@ def test_interrupted_applock_request_leaks_no_lock(standin, store, mssql_table, 
         other.close()
 
 
-@pytest.mark.pymssql_only("interrupts through pymssql's wait callback (pymssql.set_wait_callback)")
 def test_interrupted_query_discards_the_connection(standin, store, interrupt_next_wait):
     store.set("q", "v")
     interrupt_next_wait.set()

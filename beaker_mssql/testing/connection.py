@@ -37,7 +37,7 @@ from .login import (
 )
 from .replies import encode_events
 from .results import Done, Event, Message, SQLError
-from .rpc import RpcDecodeError, RpcRunner, parse_rpc, rpc_error_reply
+from .rpc import RpcDecodeError, RpcRunner, parse_rpc, rpc_error_reply, sql_literal
 from .tls import TlsChannel, server_encryption_answer
 from .tm import parse_tm, tm_sql
 
@@ -435,8 +435,11 @@ class Connection:
         labels = [f"RPC {call.display}: " + " ".join(
             str(p.value) for p in call.params[:1] if isinstance(p.value, str)) for call in calls]
         if self.server.log_sql:
-            for label in labels:
-                self.server._log_sql(label)
+            for call, label in zip(calls, labels):
+                # The parameter values too (as T-SQL literals), so a test reads what was sent whichever
+                # driver sent it: pymssql inlines values into a batch, python-tds/tedious pass them here.
+                values = ", ".join(f"{p.name}={sql_literal(p.value)}" for p in call.params[2:])
+                self.server._log_sql(f"{label} -- {values}" if values else label)
         return self._request(status, lambda session: self.rpc.run(session, calls, self.cancel, SERVER_NAME),
                              "\n".join(labels) or "RPC")
 

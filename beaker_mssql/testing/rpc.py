@@ -437,6 +437,21 @@ class RpcRunner:
         return b"".join(parts)
 
 
+def sql_literal(value: Any) -> str:
+    """A parameter value as a T-SQL literal, for the SQL log only (never executed)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, str):
+        return "N'" + value.replace("'", "''") + "'"
+    if isinstance(value, (bytes, bytearray)):
+        return "0x" + bytes(value).hex().upper()
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
 def rpc_error_reply(exc: Exception, server_name: str) -> bytes:
     """The answer to an RPC whose parameters could not be decoded."""
     msg = Message(102, 15, 1,
@@ -445,4 +460,4 @@ def rpc_error_reply(exc: Exception, server_name: str) -> bytes:
 
 
 __all__ = ["Done", "RpcCall", "RpcDecodeError", "RpcParam", "RpcRunner", "parse_declarations", "parse_rpc",
-           "rpc_error_reply"]
+           "rpc_error_reply", "sql_literal"]
