@@ -19,14 +19,49 @@ def new_sid() -> str:
     return uuid.uuid4().hex
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 5.0) -> bool:
-    """Poll ``predicate`` until it is true; False if ``timeout`` seconds passed first."""
+def wait_until(predicate: Callable[[], object], timeout: float = 60.0) -> bool:
+    """Poll ``predicate`` until it is true; False if ``timeout`` seconds passed first.
+
+    Only for states nothing signals (another thread blocked inside the server, a pool's wait
+    counter): a wait the test can hook (a callback) uses :class:`CallLog` instead. The timeout is how
+    long a broken test hangs before it fails, never a measurement: it is generous because other test
+    runs share these 2-core machines, and a passing test returns as soon as the predicate holds.
+    """
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             return False
         time.sleep(0.01)
     return True
+
+
+class CallLog:
+    """A callback (``auto_remove_callback``, ``on_error``...) that records its calls, so a test can
+    wait for the calls it needs instead of sleeping or polling the database.
+
+    ``wait_for(predicate)`` wakes on every call and returns once ``predicate(calls)`` holds (False
+    after ``timeout`` seconds: a hang fails the test instead of stalling it). ``lock`` guards ``calls``.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.lock = threading.Condition()
+
+    def __call__(self, *args: Any) -> None:
+        with self.lock:
+            self.calls.append(args)
+            self.lock.notify_all()
+
+    def __hash__(self) -> int:  # store options are registry keys: keep the recorder hashable
+        return id(self)
+
+    def snapshot(self) -> list[tuple[Any, ...]]:
+        with self.lock:
+            return list(self.calls)
+
+    def wait_for(self, predicate: Callable[[list[tuple[Any, ...]]], object], timeout: float = 60.0) -> bool:
+        with self.lock:
+            return bool(self.lock.wait_for(lambda: predicate(self.calls), timeout))
 
 
 def run_threads(target: Callable[[int], object], count: int, timeout: float = 60.0) -> list[BaseException]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any, Callable
@@ -21,7 +20,7 @@ from urllib.parse import parse_qs
 import pytest
 from beaker.middleware import SessionMiddleware
 from beaker.session import Session
-from helpers import WSGIClient
+from helpers import CallLog, WSGIClient, wait_until
 
 from beaker_mssql import namespace as ns_module
 from beaker_mssql.namespace import close_all
@@ -98,19 +97,17 @@ class Monitor:
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
-        self.thread.join(5)
+        self.thread.join(60)
         self.sample()
         pools = [p.stats() for p in ns_module._pools.values()]
         self.pool_connects = sum(int(p["connects"]) for p in pools)
         if self.standin:
             self.server_logins = int(self.server.stats()["logins"])
             held = sum(int(p["size"]) for p in pools)
-            deadline = time.monotonic() + 10
-            while int(self.server.stats()["connections_open"]) > self.baseline + held:
-                if time.monotonic() > deadline:
-                    self.server_matches_pool = False
-                    break
-                time.sleep(0.01)
+            # Nothing signals the server-side close: poll, with a deadline only a hang reaches.
+            self.server_matches_pool = wait_until(
+                lambda: int(self.server.stats()["connections_open"]) <= self.baseline + held
+            )
             self.detail = (
                 f"baseline {self.baseline}, pool holds {held}, server has "
                 f"{self.server.stats()['connections_open']} logged in"
@@ -126,17 +123,7 @@ class Monitor:
             )
 
 
-class SweepReports:
-    def __init__(self) -> None:
-        self.calls: list[tuple[Any, int]] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, error: Any, deleted: int) -> None:
-        with self.lock:
-            self.calls.append((error, deleted))
-
-    def __hash__(self) -> int:
-        return id(self)
+SweepReports = CallLog  # the auto_remove_callback's (error, deleted) reports
 
 
 def fill_expired(server: Any, table: str, count: int) -> None:
@@ -211,6 +198,8 @@ def test_distinct_sessions_under_concurrency_with_sweeper(
         c = WSGIClient(wsgi)
         last = None
         for i in range(REQUESTS_PER_THREAD):
+            if i == REQUESTS_PER_THREAD // 2:  # a sweep runs while every thread is still at work
+                assert reports.wait_for(lambda calls: len(calls) >= 1), "the sweeper never ran"
             if i % 2 == 0:
                 last = f"t{n}-r{i}"
                 assert c.get(f"/write?v={last}") == "ok"

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import pytest
+from helpers import wait_until
 
 from beaker_mssql.testing.clock import Clock
 from beaker_mssql.testing.engine import Engine, EngineSession
@@ -352,41 +353,40 @@ def test_pymssql_connect_options(engine: Engine) -> None:
 
 def interleave(engine: Engine, steps_a: list[str], steps_b: list[str]) -> tuple[list, list]:
     """Run two sessions' statements alternately (A1, B1, A2, B2, ...). Each session has a worker thread
-    executing its steps in order; the driver gives each step up to 0.3 s (a step blocked on a lock just
-    stays queued while the other session goes on)."""
+    executing its steps in order; the driver moves on once a step has finished or its session waits
+    on a lock (it then stays queued while the other session goes on). Never on elapsed time: a step
+    that is merely slow under load is waited for, so the interleaving is the same on any machine."""
     import queue
 
     a, b = engine.connect(), engine.connect()
     outs: tuple[list, list] = ([], [])
 
-    def worker(sess: EngineSession, q: queue.Queue, out: list, done: queue.Queue) -> None:
+    def worker(sess: EngineSession, q: queue.Queue, out: list) -> None:
         while True:
             st = q.get()
             if st is None:
                 return
             out.append(sess.execute(st))
-            done.put(True)
 
     qs = (queue.Queue(), queue.Queue())
-    dones = (queue.Queue(), queue.Queue())
-    threads = [
-        threading.Thread(target=worker, args=(sess, qs[i], outs[i], dones[i]))
-        for i, sess in enumerate((a, b))
-    ]
+    threads = [threading.Thread(target=worker, args=(sess, qs[i], outs[i])) for i, sess in enumerate((a, b))]
     for t in threads:
         t.start()
+    puts = [0, 0]
     for i in range(max(len(steps_a), len(steps_b))):
-        for side, steps in enumerate((steps_a, steps_b)):
+        for side, (sess, steps) in enumerate(zip((a, b), (steps_a, steps_b))):
             if i < len(steps):
                 qs[side].put(steps[i])
-                try:
-                    dones[side].get(timeout=0.3)
-                except queue.Empty:
-                    pass
+                puts[side] += 1
+                assert wait_until(
+                    lambda side=side, sess=sess: len(outs[side]) == puts[side]
+                    or sess.session_id in engine.locks.waits
+                ), f"step {i} of session {'AB'[side]} neither finished nor waited on a lock"
     for q in qs:
         q.put(None)
     for t in threads:
-        t.join(10)
+        t.join(60)
+    assert not any(t.is_alive() for t in threads)
     return outs
 
 
@@ -462,10 +462,10 @@ def test_lock_timeout_and_readers_block(engine: Engine, s: EngineSession) -> Non
         )
     )
     t.start()
-    t.join(0.2)
-    assert t.is_alive()
+    assert wait_until(lambda: b.session_id in engine.locks.waits)  # blocked on a's lock, not just slow
+    assert t.is_alive() and result == []
     a.execute("COMMIT")
-    t.join(5)
+    t.join(60)
     assert rows(result[0]) == [("w",)]
 
 
@@ -486,9 +486,9 @@ def test_cancel_while_waiting(engine: Engine, s: EngineSession) -> None:
 
     t = threading.Thread(target=go)
     t.start()
-    t.join(0.1)
+    assert wait_until(lambda: b.session_id in engine.locks.waits)  # cancel it *while* it waits
     cancel.set()
-    t.join(5)
+    t.join(60)
     assert caught == [True]
     a.close()
     assert rows(b.execute(f"SELECT [session] FROM {T}")) == [("v",)]
@@ -606,9 +606,10 @@ def test_applock_wait_and_deadlock(engine: Engine) -> None:
     result: list = []
     t = threading.Thread(target=lambda: result.append(rows(a.execute(get("r2")))))
     t.start()
-    t.join(0.2)
-    assert t.is_alive()
+    # a must be waiting for r2 before b asks for r1, or a (not b) would close the cycle
+    assert wait_until(lambda: a.session_id in engine.locks.waits)
+    assert t.is_alive() and result == []
     assert rows(b.execute(get("r1"))) == [(-3,)]  # b closes the cycle: deadlock victim
     b.execute("EXEC sp_releaseapplock @Resource = N'r2', @LockOwner = N'Session'")
-    t.join(5)
+    t.join(60)
     assert result == [[(1,)]]  # granted after waiting

@@ -3,39 +3,42 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
+from helpers import wait_until
 
 from beaker_mssql.testing.engine.fairlock import FairLock
 
 
 def _wait_for_waiters(lock: FairLock, count: int) -> None:
-    deadline = time.monotonic() + 5
-    while len(lock._waiters) < count:
-        assert time.monotonic() < deadline, "waiters never queued"
-        time.sleep(0.001)
+    assert wait_until(lambda: len(lock._waiters) >= count), "waiters never queued"
 
 
 def test_waiters_get_the_lock_in_arrival_order() -> None:
     lock = FairLock()
     order: list[int] = []
+    tried = threading.Event()
     lock.acquire()
     threads = []
     for n in range(5):
         def worker(n: int = n) -> None:
             with lock:
                 order.append(n)
-                time.sleep(0.01)  # hold it a moment: the queue is still busy when main tries below
+                if n == 0:  # the first waiter holds it until main has tried to barge back in
+                    assert tried.wait(60)
         thread = threading.Thread(target=worker)
         thread.start()
         _wait_for_waiters(lock, n + 1)  # queue them one by one, in a known order
         threads.append(thread)
     # Release hands the mutex straight to the first waiter: the releasing thread cannot barge back in.
     lock.release()
-    assert not lock.acquire(blocking=False)
+    barged = lock.acquire(blocking=False)
+    tried.set()
+    if barged:
+        lock.release()
+    assert not barged, "the releasing thread barged in ahead of the queued waiters"
     for thread in threads:
-        thread.join(5)
+        thread.join(60)
     assert order == [0, 1, 2, 3, 4]
 
 
@@ -64,6 +67,6 @@ def test_works_under_threading_condition() -> None:
     with cond:
         thread = threading.Thread(target=notifier)
         thread.start()
-        assert cond.wait_for(lambda: ready, timeout=5)
-    thread.join(5)
+        assert cond.wait_for(lambda: ready, timeout=60)
+    thread.join(60)
     assert not lock.locked()

@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, quote
 
 import pytest
 from beaker.middleware import SessionMiddleware
-from helpers import WSGIClient
+from helpers import CallLog, WSGIClient
 
 from beaker_mssql.errors import (
     ConnectionFailedError,
@@ -89,21 +89,7 @@ def stored(server: Any, table: str, sid: str) -> Optional[str]:
     return None if not rows else str(rows[0][0])
 
 
-class Recorder:
-    """Collects on_error / on_session_error / auto_remove_callback calls (thread-safe)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[Any, ...]] = []
-        self.lock = threading.Lock()
-        self.event = threading.Event()
-
-    def __call__(self, *args: Any) -> None:
-        with self.lock:
-            self.calls.append(args)
-        self.event.set()
-
-    def __hash__(self) -> int:  # options are registry keys: keep the recorder hashable
-        return id(self)
+Recorder = CallLog  # collects on_error / on_session_error / auto_remove_callback calls (thread-safe)
 
 
 def assert_no_password(password: str, *texts: str) -> None:
@@ -607,17 +593,11 @@ def test_background_sweeper_survives_a_failed_run_and_reports_it(
     )
     try:
         assert store.length() == 5  # first use starts the sweeper
-        # Wait (bounded) for a failed run followed by a successful one.
-        for _ in range(200):
-            with reports.lock:
-                calls = list(reports.calls)
-            if any(c[0] is None and c[1] > 0 for c in calls):
-                break
-            reports.event.wait(0.1)
-            reports.event.clear()
-        with reports.lock:
-            calls = list(reports.calls)
-        assert calls, "auto_remove_callback never ran"
+        # Wait on the sweeper's reports for a failed run followed by a successful one.
+        assert reports.wait_for(lambda calls: any(c[0] is None and c[1] > 0 for c in calls)), (
+            f"no successful sweep reported: {reports.snapshot()!r}"
+        )
+        calls = reports.snapshot()
         first_error, first_count = calls[0]
         assert isinstance(first_error, DatabaseError) and first_error.number == 9002
         assert first_count == 0

@@ -89,22 +89,22 @@ def acquire_in_thread(pool):
 
 
 def test_waiter_gets_released_connection():
-    pool = make_pool(Connector(), size=1, max_overflow=0, timeout=5)
+    pool = make_pool(Connector(), size=1, max_overflow=0, timeout=60)
     a = pool.acquire()
     t, got = acquire_in_thread(pool)
     pool.release(a)
-    t.join(5)
+    t.join(60)
     assert got and got[0].connection is a.connection
     assert pool.stats()["waits"] == 1 and pool.stats()["wait_time"] > 0
 
 
 def test_overflow_kept_while_others_wait():
     c = Connector()
-    pool = make_pool(c, size=1, max_overflow=1, timeout=5)
+    pool = make_pool(c, size=1, max_overflow=1, timeout=60)
     _a, b = pool.acquire(), pool.acquire()  # b is the overflow connection
     t, got = acquire_in_thread(pool)
     pool.release(b)  # someone is waiting: hand it over instead of closing it
-    t.join(5)
+    t.join(60)
     assert got and got[0].connection is b.connection and not b.connection.closed
     assert c.count == 2
 
@@ -138,7 +138,7 @@ def test_broken_connection_discarded():
 def test_logins_happen_outside_the_lock():
     # Every login waits until all 8 are in progress: that only completes if they run concurrently
     # (under the pool lock the first would wait alone and the barrier would break).
-    c = Connector(barrier=threading.Barrier(8, timeout=10))
+    c = Connector(barrier=threading.Barrier(8, timeout=60))
     pool = make_pool(c, size=8)
     results = []
     assert run_threads(lambda _: results.append(pool.acquire()), 8) == []

@@ -90,7 +90,7 @@ def test_save_committed_but_reply_lost_does_not_undo_a_logout(standin, store):
     release = threading.Event()
     ran = standin.faults.cut_reply(pattern="HASHBYTES", hold=release)
     thread, outcome = _save_in_thread(store, "s1", "tab-1-data", loaded)
-    assert ran.wait(10)  # tab 1's save has committed; its reply is held
+    assert ran.wait(60)  # tab 1's save has committed; its reply is held
     assert store.destroy("s1")  # tab 2 logs out
     release.set()  # tab 1's reply is cut: its driver sees a broken connection
     thread.join(30)
@@ -124,7 +124,7 @@ def test_save_retry_never_overwrites_a_newer_save(standin, mssql_url, mssql_tabl
     errors: list[BaseException] = []
     thread = threading.Thread(target=lambda: _guard(errors, tab1.save))
     thread.start()
-    assert ran.wait(10)
+    assert ran.wait(60)
     tab2 = Session({}, id=sid, use_cookies=False, **params)
     assert tab2["k"] == "tab1"  # tab 1's save is committed
     tab2["k"] = "tab2"
@@ -349,7 +349,7 @@ def test_applock_released_from_another_thread(standin, store, mssql_table):
     held: list[Any] = []
     thread = threading.Thread(target=lambda: held.append(store.acquire_applock("cross", timeout_ms=0)))
     thread.start()
-    thread.join(10)
+    thread.join(60)
     assert held and held[0] is not None
     held[0].release()  # this thread never pinned anything
     assert store.pool.stats()["checked_out"] == 0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
+from helpers import CallLog
 from helpers import new_sid as sid
-from helpers import wait_until
 
 from beaker_mssql.sweeper import Sweeper, sweeper_for
 
@@ -75,17 +75,33 @@ def test_failing_sweep_reports_and_thread_survives(standin, make_store):
 
 
 def test_background_thread_runs_and_stops(standin, make_store):
-    done = threading.Event()
-    s = make_store(auto_remove="true", auto_remove_interval="0.05",
-                   auto_remove_callback=lambda err, n: done.set())
-    fill(s, 2, 0, standin)
+    """The thread sweeps on its own, again and again, and store.close() ends it.
+
+    Every wait is on the sweeper's own report (auto_remove_callback), never on time: the rows are
+    expired *before* the sweeper exists, so its first run must delete exactly them. (The test used to
+    write them through the sweeping store itself; a run between those inserts and the clock jump
+    reported 0 rows and woke the test too early: about 1 run in 100 idle, 15 in 100 under CPU load.)
+    """
+    reports = CallLog()
+    writer = make_store()
+    fill(writer, 2, 0, standin)
+    s = make_store(auto_remove="true", auto_remove_interval="0.05", auto_remove_callback=reports)
+    assert s._sweeper is None
+    assert s.length() == 0  # the first use starts the sweeper
     sweeper = s._sweeper
-    assert sweeper is not None and sweeper.alive  # started lazily by the first use
-    assert done.wait(5)
-    # a sweep may have run between the inserts and the clock jump: wait for one that came after it
-    assert wait_until(lambda: s.stats()["expired"] == 0)
+    assert sweeper is not None and sweeper.alive
+    assert reports.wait_for(lambda calls: len(calls) >= 1), "the sweeper never ran"
+    assert reports.snapshot()[0] == (None, 2)
+    # It keeps running: a row that expires later goes in a later run (runs in between report 0).
+    writer.set(sid(), "old", ttl=5)
+    standin.clock.advance(6)
+    assert reports.wait_for(lambda calls: sum(n for _, n in calls) >= 3), "no later run swept the new row"
+    calls = reports.snapshot()
+    assert all(error is None for error, _ in calls) and sum(n for _, n in calls) == 3
+    assert len(calls) >= 2 and s.stats()["expired"] == 0
     s.close()
-    assert wait_until(lambda: not sweeper.alive)
+    sweeper.stop(timeout=60)  # close() already asked it to stop; this joins the thread
+    assert not sweeper.alive
 
 
 def test_one_sweeper_per_connection_and_table(standin, make_store):
