@@ -325,15 +325,15 @@ def test_catalog_views(s: EngineSession) -> None:
 
 
 def test_sp_getapplock_transaction_owner(s: EngineSession) -> None:
-    # Transaction owner outside a transaction, bad mode or owner, missing resource: -999 and no message
+    # Transaction owner outside a transaction, bad mode or owner: -999 ("parameter validation or other call
+    # error", the documented return code) and no error
     for args in (
         "@Resource = N'r', @LockMode = N'Exclusive'",
         "N'r', N'Bogus', N'Session'",
         "N'r', N'Shared', N'Nobody'",
-        "@LockMode = N'Shared'",
     ):
         ev = s.execute(f"DECLARE @r int; EXEC @r = sp_getapplock {args}; SELECT @r")
-        assert not [e for e in ev if isinstance(e, Message)] and ev[-2].rows == [(-999,)], args
+        assert not errs(ev) and ev[-2].rows == [(-999,)], args
     assert err(s, "EXEC sp_getapplock NULL, N'Shared', N'Session'").number == 1224
     assert err(s, "EXEC sp_getapplock N'r', N'Shared', N'Session', -5").number == 1227
     other = s.engine.connect()
@@ -348,6 +348,82 @@ def test_sp_getapplock_transaction_owner(s: EngineSession) -> None:
     assert q(other, get) == [(0,)]
     assert err(s, "EXEC sp_nope").number == 2812
     assert err(s, "sp_nope").number == 2812
+
+
+def applock_call(args: str) -> str:
+    return f"DECLARE @r int = 7; EXEC @r = sp_getapplock {args}; SELECT @r"
+
+
+@pytest.mark.parametrize("args", [
+    "@LockMode = N'Exclusive', @LockOwner = N'Session'",  # @Resource has a default: NULL
+    "@Resource = NULL, @LockMode = N'Exclusive', @LockOwner = N'Session'",
+])
+def test_sp_getapplock_without_resource_is_1224(s: EngineSession, args: str) -> None:
+    e = err(s, applock_call(args))
+    assert (e.number, e.severity) == (1224, 16)
+    assert e.text == "An invalid application lock resource was passed to xp_userlock."
+    assert q(s, "SELECT COUNT(*) FROM sys.tables") == [(1,)]  # the session goes on
+
+
+@pytest.mark.parametrize("args", [
+    "@Resource = N'r', @LockOwner = N'Session'",
+    "N'r'",
+    "@LockOwner = N'Session'",  # two are missing; @LockMode is the one without a default
+])
+def test_sp_getapplock_without_lock_mode_is_201(s: EngineSession, args: str) -> None:
+    ev = s.execute(applock_call(args))
+    (e,) = errs(ev)
+    assert (e.number, e.severity, e.state) == (201, 16, 4)
+    assert e.text == "Procedure or function 'sp_getapplock' expects parameter '@LockMode', which was not supplied."
+    # Statement-level: the batch went on, and @r kept its value (the procedure never ran).
+    assert [r for x in ev if isinstance(x, ResultSet) for r in x.rows] == [(7,)]
+    assert s.engine.locks.held == {}
+
+
+@pytest.mark.parametrize("args", [
+    "N'r', N'Exclusiv', N'Session'",
+    "N'r', N'', N'Session'",
+    "N'r', NULL, N'Session'",
+    "N'r', N'Exclusive', N'Sessions'",
+    "N'r', N'Exclusive', N''",
+])
+def test_sp_getapplock_invalid_mode_or_owner_returns_minus_999(s: EngineSession, args: str) -> None:
+    assert q(s, applock_call(args)) == [(-999,)]
+    assert s.engine.locks.held == {}
+
+
+@pytest.mark.parametrize(("timeout", "number", "text"), [
+    ("N'soon'", 8114, "Error converting data type nvarchar to int."),
+    ("'1.5'", 8114, "Error converting data type varchar to int."),
+    ("3000000000", 8115, "Arithmetic overflow error converting expression to data type int."),
+    ("GETUTCDATE()", 257, "Implicit conversion from data type datetime to int is not allowed. "
+                          "Use the CONVERT function to run this query."),
+])
+def test_sp_getapplock_lock_timeout_of_the_wrong_type(s: EngineSession, timeout: str, number: int,
+                                                      text: str) -> None:
+    e = err(s, applock_call(f"N'r', N'Exclusive', N'Session', {timeout}"))
+    assert (e.number, e.severity, e.text) == (number, 16, text)
+    assert s.engine.locks.held == {}  # refused before any lock was taken
+
+
+def test_sp_getapplock_lock_timeout_converts_like_an_int_parameter(s: EngineSession) -> None:
+    other = s.engine.connect()
+    assert q(s, applock_call("N'r', N'Exclusive', N'Session', N' 0 '")) == [(0,)]
+    # a string or a float that converts to int is a valid timeout: 0 means "do not wait"
+    assert q(other, applock_call("N'r', N'Exclusive', N'Session', '0'")) == [(-1,)]
+    assert q(other, applock_call("N'r', N'Exclusive', N'Session', 0.9")) == [(-1,)]
+
+
+def test_sp_getapplock_resource_is_truncated_to_255_characters(s: EngineSession) -> None:
+    other = s.engine.connect()
+    long_name = "a" * 255 + "first"
+    assert q(s, applock_call(f"N'{long_name}', N'Exclusive', N'Session', 0")) == [(0,)]
+    # Another name with the same first 255 characters is the same lock.
+    assert q(other, applock_call(f"N'{'a' * 255}second', N'Exclusive', N'Session', 0")) == [(-1,)]
+    assert q(other, applock_call(f"N'{'a' * 255}', N'Exclusive', N'Session', 0")) == [(-1,)]
+    assert q(other, applock_call(f"N'{'a' * 254}', N'Exclusive', N'Session', 0")) == [(0,)]
+    release = f"DECLARE @r int; EXEC @r = sp_releaseapplock N'{'a' * 255}', N'Session'; SELECT @r"
+    assert q(s, release) == [(0,)]
 
 
 def test_secondary_index_stays_consistent_with_scans() -> None:

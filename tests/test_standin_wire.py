@@ -304,6 +304,22 @@ def test_engine_errors_raise_the_pymssql_class_sql_server_gets(
         assert info.value.args[0] == number
 
 
+@pytest.mark.parametrize("number, args", [
+    (201, "@Resource = N'wire', @LockOwner = N'Session'"),  # @LockMode has no default
+    (1224, "@LockMode = N'Exclusive', @LockOwner = N'Session'"),  # @Resource defaults to NULL
+    (8114, "N'wire', N'Exclusive', N'Session', N'soon'"),  # @LockTimeout is int
+])
+def test_sp_getapplock_argument_errors_reach_the_driver(standin: SQLServerStandIn, number: int,
+                                                        args: str) -> None:
+    with standin.connect(autocommit=True) as conn:
+        cursor = conn.cursor()
+        with pytest.raises(pymssql.Error) as info:
+            cursor.execute(f"EXEC sp_getapplock {args}")
+        assert info.value.args[0] == number
+        cursor.execute("SELECT APPLOCK_MODE(N'public', N'wire', N'Session')")
+        assert cursor.fetchone() == ("NoLock",)
+
+
 def test_unique_index_violation_is_2601(standin: SQLServerStandIn, mssql_table: str) -> None:
     index = "UX_" + mssql_table.split("[")[-1].rstrip("]")
     standin.execute(f"CREATE UNIQUE INDEX [{index}] ON {mssql_table} ([expires])")

@@ -17,7 +17,7 @@ from .lexer import MARKER_RE, scan_literals
 from .locks import SESSION, STMT, TXN, LockConflict
 from .parser import parse
 from .storage import ColumnInfo, Index, Table
-from .types import SqlT
+from .types import T_INT, SqlT, check_implicit, convert
 
 if TYPE_CHECKING:
     from . import Engine
@@ -736,25 +736,81 @@ class _Run:
                 name = order[i]
             if name not in order:
                 raise SQLError(8145, f"{arg.name} is not a parameter for procedure {st.proc.name}.", 16, 1)
-            params[name] = self.scalar(st, arg.expr)
+            if name == "@LOCKTIMEOUT":
+                params[name] = self.int_argument(arg.expr)
+            else:
+                params[name] = self.scalar(st, arg.expr)
+        if pname == "SP_GETAPPLOCK" and "@LOCKMODE" not in params:
+            # @LockMode is the one parameter without a default ("@LockMode is varchar(32), with no
+            # default": learn.microsoft.com/en-us/sql/relational-databases/system-stored-procedures/
+            # sp-getapplock-transact-sql), so leaving it out is error 201, severity 16, state 4 (text and
+            # state: learn.microsoft.com/en-us/sql/relational-databases/errors-events/
+            # database-engine-events-and-errors-0-to-999; sql-server-helper.com/error-messages/msg-201.aspx
+            # shows it for a system procedure, sp_changedbowner).
+            raise SQLError(
+                201,
+                "Procedure or function 'sp_getapplock' expects parameter '@LockMode', "
+                "which was not supplied.",
+                16,
+                4,
+            )
         ret = self.applock(pname, params, st)
         if st.ret is not None:
             c.vars[st.ret.index] = ret
         self.events.append(Done(None))
 
+    def int_argument(self, e: A.Expr) -> Optional[int]:
+        """An argument for an ``int`` procedure parameter (@LockTimeout), converted as SQL Server binds it.
+
+        A value the parameter's type cannot take is an error of the call, before the procedure runs
+        ("An error is returned if a stored procedure is executed with a value incompatible with the data
+        type": learn.microsoft.com/en-us/previous-versions/sql/sql-server-2008-r2/ms190182(v=sql.105)):
+        a refused implicit conversion is 257 (datetime -> int, as everywhere in the engine), text that is
+        not an integer is 8114 "Error converting data type varchar to int." (the message SQL Server gives
+        for a procedure argument, where CAST would give 245: codewithsql.com/errors/8114), a number
+        outside int is 8115.
+        """
+        c = self.ctx
+        planner = Planner(self.s, c.batch.var_types)
+        ce = Binder(Scope([]), c.batch.var_types, planner.subquery).compile(e)
+        value = ce.fn(c, None)
+        if value is None:
+            return None
+        check_implicit(ce.type, T_INT)
+        try:
+            converted = convert(value, ce.type, T_INT)
+        except SQLError as exc:
+            if exc.number not in (245, 248):
+                raise
+            raise SQLError(8114, f"Error converting data type {ce.type.kind} to int.", 16, 5) from None
+        if not isinstance(converted, int):  # no conversion of this type to int is modelled
+            raise SQLError(
+                206,
+                f"Operand type clash: {ce.type.kind} is incompatible with int. (The SQL Server stand-in "
+                "does not model this argument type for @LockTimeout; unverified.)",
+                16,
+                2,
+            )
+        return converted
+
     def applock(self, pname: str, params: dict[str, Any], st: A.Exec) -> int:
         s = self.s
         eng = s.engine
         locks = eng.locks
-        # Return codes and messages as SQL Server gives them: bad arguments mostly return -999 silently.
-        if "@RESOURCE" not in params:
-            return -999
-        resource = params["@RESOURCE"]
+        # Return codes and messages as SQL Server gives them: bad argument values return -999 ("Indicates
+        # a parameter validation or other call error": learn.microsoft.com/en-us/sql/relational-databases/
+        # system-stored-procedures/sp-getapplock-transact-sql, return code values). Whether SQL Server
+        # also sends an informational message with that -999 is unverified: the stand-in sends none.
+        # @Resource "is nvarchar(255), with a default of NULL" (same page; sp-releaseapplock-transact-sql
+        # too): leaving it out is passing NULL, which xp_userlock refuses with 1224.
+        resource = params.get("@RESOURCE")
         if resource is None:
             raise SQLError(1224, "An invalid application lock resource was passed to xp_userlock.", 16, 5)
         owner = str(params.get("@LOCKOWNER") or "Transaction").upper()
         if owner not in ("SESSION", "TRANSACTION"):
             return -999
+        # "If a resource string is longer than nvarchar(255), the value is truncated to nvarchar(255)"
+        # (same page): a longer name takes the lock of its first 255 characters.
         resource = str(resource)[:255]
         res = ("a", s.database.upper(), resource)
         duration = SESSION if owner == "SESSION" else TXN
@@ -778,8 +834,8 @@ class _Run:
             return -999
         if duration == TXN and s.trancount == 0:
             return -999
-        timeout_v = params.get("@LOCKTIMEOUT")
-        timeout = s.lock_timeout if timeout_v is None else _int_param(timeout_v)
+        timeout_v = params.get("@LOCKTIMEOUT")  # already an int (int_argument) or NULL
+        timeout = s.lock_timeout if timeout_v is None else int(timeout_v)
         if timeout < -1:
             raise SQLError(1227, "An invalid application lock time-out was passed to xp_userlock.", 16, 2)
         started = time.monotonic()
