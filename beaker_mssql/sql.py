@@ -24,7 +24,8 @@ No statement changes a session option (``SET NOCOUNT``, ``SET XACT_ABORT``...) o
 transaction it might leave open: a pooled connection leaves every statement as it came in,
 whatever happened to the statement.
 
-The cache upsert (``set``) is ``UPDATE; IF @@ROWCOUNT = 0 INSERT``: a concurrent insert of the same
+The cache upsert (``set``) is ``DECLARE @data = <value>; UPDATE; IF @@ROWCOUNT = 0 INSERT`` (the value is
+sent once, like ``save_insert``'s): a concurrent insert of the same
 key makes it fail with 2627 and the store runs it again (it then updates). A 2627 on the second run
 means a row whose sid differs only by letter case exists (the BIN2 update finds nothing, the
 case-insensitive key collides): :class:`~beaker_mssql.errors.SidCaseConflictError`, never an
@@ -88,7 +89,7 @@ class Statements:
     use_utc: bool
     now: str
     get: str  # sid -> session, version, seconds left
-    set: str  # sid, data, ttl (unconditional upsert: caches, MSSQLStore.set)
+    set: str  # sid, data (sent once), ttl (unconditional upsert: caches, MSSQLStore.set)
     save_update: str  # sid, data, ttl, version (conditional: only if the row is unchanged)
     save_insert: str  # sid, data (sent once), ttl (create, or revive an expired row; 2627 if live)
     touch: str  # sid, ttl
@@ -126,10 +127,13 @@ def statements_for(table: TableName, use_utc: bool = True) -> Statements:
             f"SELECT [session], {VERSION}, DATEDIFF(second, {now}, [expires]) "
             f"FROM {t} WHERE {exact} AND [expires] > {now}"
         ),
+        # The value once, in a variable, as in save_insert below: a cache value can be large, and
+        # the UPDATE and the INSERT both read it.
         set=(
-            f"UPDATE {t} SET [session] = %(data)s, [expires] = {expires} WHERE {exact};\n"
+            "DECLARE @data nvarchar(max) = %(data)s;\n"
+            f"UPDATE {t} SET [session] = @data, [expires] = {expires} WHERE {exact};\n"
             "IF @@ROWCOUNT = 0\n"
-            f"    INSERT INTO {t} ([sid], [session], [expires]) VALUES (%(sid)s, %(data)s, {expires});"
+            f"    INSERT INTO {t} ([sid], [session], [expires]) VALUES (%(sid)s, @data, {expires});"
         ),
         save_update=(
             f"UPDATE {t} SET [session] = %(data)s, [expires] = {expires} "

@@ -225,3 +225,40 @@ def test_a_new_large_session_crosses_the_wire_once(standin, make_store) -> None:
     assert store.get("new-big") is None
     assert store.save("new-big", data + " ") == "saved"
     assert store.get("new-big") == data + " "
+
+
+def test_a_large_cache_value_crosses_the_wire_once(standin, make_store) -> None:  # type: ignore[no-untyped-def]
+    """store.set (the cache upsert: UPDATE, and INSERT if no row) carries the value in one variable.
+
+    Before, the batch named %(data)s in both the UPDATE and the INSERT, and pymssql writes parameters
+    into the batch text: a 100,000-character value went over the wire twice. The old shape is sent
+    here too, on the same server, to show the difference in request bytes.
+    """
+    store = make_store()
+    assert store.get("warm-up") is None  # logged in: the counts below are the statements' own
+    value = "é" * 50_000 + "x" * 49_998 + "''"  # 100,000 characters, quotes escaped on the way
+    utf16 = 2 * len(value)
+    for sid in ("cache-new", "cache-new"):  # first the INSERT path, then the UPDATE path
+        before = standin.stats()["bytes_in"]
+        store.set(sid, value, ttl=600)
+        sent = standin.stats()["bytes_in"] - before
+        assert utf16 <= sent < 1.5 * utf16, sent  # one copy of the value, not two
+        assert store.get(sid) == value
+    assert store.length() == 1
+
+    # The old statement, for comparison (not something the package sends any more).
+    table = store.settings.table.quoted
+    exact = "[sid] = %(sid)s AND [sid] = %(sid)s COLLATE Latin1_General_BIN2"
+    expires = "DATEADD(second, %(ttl)s, GETUTCDATE())"
+    old = (
+        f"UPDATE {table} SET [session] = %(data)s, [expires] = {expires} WHERE {exact};\n"
+        "IF @@ROWCOUNT = 0\n"
+        f"    INSERT INTO {table} ([sid], [session], [expires]) VALUES (%(sid)s, %(data)s, {expires});"
+    )
+    with standin.connect(autocommit=True) as conn:
+        before = standin.stats()["bytes_in"]
+        conn.cursor().execute(old, {"sid": "cache-old", "data": value, "ttl": 600})
+        old_sent = standin.stats()["bytes_in"] - before
+    assert old_sent >= 2 * utf16, old_sent  # pymssql inlined the value twice
+    assert store.get("cache-old") == value
+    print(f"100,000-character value: {sent} request bytes now, {old_sent} with the old statement")

@@ -374,7 +374,9 @@ def test_sp_getapplock_without_lock_mode_is_201(s: EngineSession, args: str) -> 
     ev = s.execute(applock_call(args))
     (e,) = errs(ev)
     assert (e.number, e.severity, e.state) == (201, 16, 4)
-    assert e.text == "Procedure or function 'sp_getapplock' expects parameter '@LockMode', which was not supplied."
+    assert e.text == (
+        "Procedure or function 'sp_getapplock' expects parameter '@LockMode', which was not supplied."
+    )
     # Statement-level: the batch went on, and @r kept its value (the procedure never ran).
     assert [r for x in ev if isinstance(x, ResultSet) for r in x.rows] == [(7,)]
     assert s.engine.locks.held == {}

@@ -30,10 +30,16 @@ def test_get_is_exact_and_live():
 
 
 def test_upsert_shape():
+    """One copy of the value (in @data), then UPDATE, and INSERT only if the UPDATE found no row."""
     s = statements_for(parse_table_name("dbo.sessions")).set
-    assert s.startswith("UPDATE [dbo].[sessions] SET")
+    assert s.count("%(data)s") == 1
+    declare, update, condition, insert = s.split("\n")
+    assert declare == "DECLARE @data nvarchar(max) = %(data)s;"
+    assert update.startswith("UPDATE [dbo].[sessions] SET [session] = @data, ")
+    assert condition == "IF @@ROWCOUNT = 0"  # right after the UPDATE: its row count
+    assert insert.strip().startswith("INSERT INTO [dbo].[sessions] ([sid], [session], [expires])")
+    assert "VALUES (%(sid)s, @data, " in insert
     assert "MERGE" not in s
-    assert "IF @@ROWCOUNT = 0" in s and "INSERT INTO [dbo].[sessions] ([sid], [session], [expires])" in s
     assert s.count("COLLATE Latin1_General_BIN2") == 1
     assert s.count("DATEADD(second, %(ttl)s, GETUTCDATE())") == 2
 
@@ -106,3 +112,6 @@ def test_insert_sends_the_data_once():
     assert s.save_insert.count("%(data)s") == 1
     assert s.save_insert.startswith("DECLARE @data nvarchar(max) = %(data)s;")
     assert s.save_update.count("%(data)s") == 1
+    for name in ("get", "set", "save_update", "save_insert", "touch", "destroy", "clear", "destroy_expired",
+                 "delete_prefix", "keys_prefix"):
+        assert getattr(s, name).count("%(data)s") <= 1, name  # no statement repeats the value
