@@ -767,7 +767,9 @@ class MSSQLStore:
             return ConnectionFailedError(text, number, method)
         if is_broken(exc) or equivalent in _LOGIN_FAILED or isinstance(exc, drivers.INTERFACE_ERRORS):
             code = "" if number is None else f" (error {number})"
-            return ConnectionFailedError(f"{method}: connection to {where} failed{code}: {message}", number, method)
+            return ConnectionFailedError(
+                f"{method}: connection to {where} failed{code}: {message}", number, method
+            )
         like = f" (SQL Server's {equivalent})" if equivalent != number else ""
         return DatabaseError(
             f"{method} on {table} failed: SQL Server error {number}{like}: {message}", number, method
