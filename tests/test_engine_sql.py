@@ -365,6 +365,12 @@ def test_sp_getapplock_without_resource_is_1224(s: EngineSession, args: str) -> 
     assert q(s, "SELECT COUNT(*) FROM sys.tables") == [(1,)]  # the session goes on
 
 
+def test_sp_releaseapplock_without_resource_is_1224(s: EngineSession) -> None:
+    # sp_releaseapplock's @Resource has the same default, NULL (sp-releaseapplock-transact-sql)
+    e = err(s, "DECLARE @r int; EXEC @r = sp_releaseapplock @LockOwner = N'Session'; SELECT @r")
+    assert (e.number, e.severity) == (1224, 16)
+
+
 @pytest.mark.parametrize("args", [
     "@Resource = N'r', @LockOwner = N'Session'",
     "N'r'",
