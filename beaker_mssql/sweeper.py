@@ -30,6 +30,7 @@ from __future__ import annotations
 import atexit
 import random
 import threading
+import time
 from typing import Optional, Protocol
 
 from beaker_mssql.config import Settings
@@ -66,6 +67,8 @@ class Sweeper:
         self._lock = threading.Lock()
         self.interval = float(interval if interval is not None else store.settings.auto_remove_interval)
         self._stop = threading.Event()
+        # Set by stop() and by a store that shortens the interval: the sleeping thread reconsiders.
+        self._wake = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self.runs = 0
         if start:
@@ -77,10 +80,14 @@ class Sweeper:
             return self._stores[0] if self._stores else None
 
     def add_store(self, store: SweptStore) -> None:
+        shorter = False
         with self._lock:
             if store not in self._stores:
                 self._stores.append(store)
+                shorter = float(store.settings.auto_remove_interval) < self.interval
                 self.interval = min(self.interval, float(store.settings.auto_remove_interval))
+        if shorter:
+            self._wake.set()  # the thread may be in a long sleep chosen for the old interval
 
     def remove_store(self, store: SweptStore) -> None:
         """Forget ``store``; the last one leaving stops the thread."""
@@ -104,6 +111,7 @@ class Sweeper:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread, waiting up to ``timeout`` seconds for a running sweep to finish."""
         self._stop.set()
+        self._wake.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
@@ -113,13 +121,22 @@ class Sweeper:
         return self._thread is not None and self._thread.is_alive()
 
     def _loop(self) -> None:
-        delay = random.uniform(0, self.interval)
-        while not self._stop.wait(delay):
+        due = time.monotonic() + random.uniform(0, self.interval)
+        while True:
+            woken = self._wake.wait(max(0.0, due - time.monotonic()))
+            if self._stop.is_set():
+                return
+            if woken:
+                # A store with a shorter interval joined: run no later than that interval allows
+                # (jittered like a first run, so workers that start together still spread out).
+                self._wake.clear()
+                due = min(due, time.monotonic() + random.uniform(0, self.interval))
+                continue
             try:
                 self.run_once()
             except Exception:  # run_once reports its own errors; never let the thread die
                 logger.exception("beaker_mssql: sweeper run failed")
-            delay = self.interval * random.uniform(0.9, 1.1)
+            due = time.monotonic() + self.interval * random.uniform(0.9, 1.1)
 
     # -- one sweep ----------------------------------------------------------------------------
     def run_once(self) -> Optional[int]:

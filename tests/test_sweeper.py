@@ -115,6 +115,21 @@ def test_one_sweeper_per_connection_and_table(standin, make_store):
     b.close()
 
 
+def test_a_shorter_interval_joining_a_sleeping_sweeper_takes_effect(standin, make_store):
+    """The shared thread runs at the shortest interval of its stores, also when the shorter one comes
+    second: it must not finish the long sleep it started for the first store."""
+    slow = make_store(auto_remove=True, auto_remove_interval=3600)
+    assert slow.length() == 0  # its sweeper now sleeps up to an hour before its first run
+    reports = CallLog()
+    fast = make_store(auto_remove=True, auto_remove_interval=0.05, auto_remove_callback=reports)
+    assert fast.length() == 0
+    assert fast._sweeper is slow._sweeper
+    fill(make_store(), 3, 0, standin)  # written once both stores are in: every run is reported to fast
+    assert reports.wait_for(lambda calls: sum(n for _, n in calls) >= 3), "the 0.05 s store was never swept"
+    calls = reports.snapshot()
+    assert all(error is None for error, _ in calls) and sum(n for _, n in calls) == 3
+
+
 def test_no_sweeper_without_auto_remove(standin, make_store):
     s = make_store()
     s.get(sid())
