@@ -371,10 +371,11 @@ def test_each_store_on_a_shared_sweeper_gets_its_callback(standin, mssql_table):
     b = MSSQLStore(url=standin.url, table=mssql_table, auto_remove=True, auto_remove_interval=60,
                    auto_remove_callback=lambda e, n: calls["b"].append((e, n)))
     try:
+        # Registered before first use and never started: no background run can add calls to the count.
+        sweeper = sweeper_for(a, start=False)
         a.set("x", "v")
         b.set("y", "v")
-        sweeper = sweeper_for(a, start=False)
-        assert sweeper is sweeper_for(b, start=False)
+        assert sweeper is a._sweeper is b._sweeper and not sweeper.alive
         assert sweeper.interval == 60  # the shortest
         sweeper.run_once()
         assert calls == {"a": [(None, 0)], "b": [(None, 0)]}
