@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import threading
 import time
 from typing import Any, Callable, Optional, TypeVar
@@ -55,7 +54,13 @@ from beaker_mssql.retry import (
     login_error_number,
     login_is_transient,
 )
-from beaker_mssql.sql import NO_EXPIRY_SECONDS, create_table_sql, escape_like, statements_for
+from beaker_mssql.sql import (
+    NO_EXPIRY_SECONDS,
+    applock_resource,
+    create_table_sql,
+    escape_like,
+    statements_for,
+)
 from beaker_mssql.sweeper import Sweeper, sweeper_for
 
 __all__ = ["Loaded", "MSSQLStore", "SaveResult", "validate_sid"]
@@ -599,11 +604,8 @@ class MSSQLStore:
             self.pool.unpin(lease, broken=not ok)
 
     def _lock_resource(self, name: str) -> str:
-        resource = f"beaker_mssql:{self.settings.table.schema}.{self.settings.table.name}:{name}"
-        if len(resource) > 255:
-            digest = hashlib.sha256(resource.encode("utf-8")).hexdigest()
-            resource = resource[:180] + "~" + digest
-        return resource
+        table = self.settings.table
+        return applock_resource(f"beaker_mssql:{table.schema}.{table.name}:{name}")
 
     def _pin(self) -> Lease:
         """Pin a connection to this thread (nested pins share it); failures fire the usual hooks."""
