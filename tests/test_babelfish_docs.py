@@ -11,6 +11,7 @@ import hashlib
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from beaker_mssql.testing.clock import Clock
 from beaker_mssql.testing.engine import Engine, EngineSession
 from beaker_mssql.testing.profiles import (
     BABELFISH,
+    BABELFISH_4_3_COMMIT,
     PROFILES,
     Profile,
     babelfish_index_name,
@@ -180,3 +182,10 @@ def test_babelfish_index_name_is_cut_to_63_bytes() -> None:
     wide = babelfish_index_name("IX_\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9_expires",
                                 "\u00e9" * 10)
     assert len(wide.encode("utf-8")) <= 63 and "\ufffd" not in wide
+
+
+def test_engines_page_cites_the_commit_the_profile_cites() -> None:
+    page = (Path(__file__).resolve().parent.parent / "docs" / "engines.md").read_text("utf-8")
+    assert BABELFISH_4_3_COMMIT in page
+    cited = [d for d in BABELFISH.deviations if BABELFISH_4_3_COMMIT in d.source]
+    assert len(cited) >= 5  # the facts read from Babelfish's source, each with its file
