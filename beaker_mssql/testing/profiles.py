@@ -229,7 +229,8 @@ BABELFISH = Profile(
                   f"{MEASURED}; {babelfish_source('contrib/babelfishpg_common/sql/varchar.sql')} "
                   "(sys.NVARCHAR is a domain over sys.VARCHAR)"),
         Deviation("HASHBYTES over nvarchar hashes its UTF-8 bytes (SQL Server: UTF-16LE), so a hash "
-                  "computed on one engine never matches another's",
+                  "computed on one engine never matches another's; later Babelfish versions hash UTF-16LE "
+                  "(babelfish_extensions pull requests 3259 and 3385, BABEL-4891)",
                   f"{babelfish_source('contrib/babelfishpg_tsql/src/string.c')} (hashbytes hashes the "
                   "argument's stored bytes); "
                   f"{babelfish_source('contrib/babelfishpg_common/sql/varchar.sql')} "
