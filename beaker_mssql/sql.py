@@ -22,7 +22,10 @@ memory-optimized tables (which refuse ``UPDLOCK``), and with no ``MERGE`` (Babel
 
 No statement changes a session option (``SET NOCOUNT``, ``SET XACT_ABORT``...) or opens a
 transaction it might leave open: a pooled connection leaves every statement as it came in,
-whatever happened to the statement.
+whatever happened to the statement. The one exception is the create-table DDL, which needs
+``XACT_ABORT`` for its transaction: a SET in a batch outlives the batch, so the store reads the
+option first (``XACT_ABORT_STATE``) and turns it back off afterwards (``XACT_ABORT_OFF``), whether the
+DDL succeeded or failed.
 
 The cache upsert (``set``) is ``UPDATE; IF @@ROWCOUNT = 0 INSERT``: a concurrent insert of the same
 key makes it fail with 2627 and the store runs it again (it then updates). A 2627 on the second run
@@ -72,6 +75,12 @@ APPUNLOCK_SQL = (
     "EXEC @result = sp_releaseapplock @Resource = %(resource)s, @LockOwner = N'Session'; "
     "SELECT @result AS [result];"
 )
+
+
+# create_table's bracket around its DDL (see the module docstring): XACT_ABORT is bit 16384 of @@OPTIONS
+# (https://learn.microsoft.com/sql/t-sql/functions/options-transact-sql).
+XACT_ABORT_STATE = "SELECT CAST(@@OPTIONS & 16384 AS int)"
+XACT_ABORT_OFF = "SET XACT_ABORT OFF"
 
 
 def escape_like(text: str) -> str:

@@ -56,6 +56,8 @@ from beaker_mssql.retry import (
 )
 from beaker_mssql.sql import (
     NO_EXPIRY_SECONDS,
+    XACT_ABORT_OFF,
+    XACT_ABORT_STATE,
     applock_resource,
     create_table_sql,
     escape_like,
@@ -461,13 +463,26 @@ class MSSQLStore:
         second "already exists" counts as success. Only then is the table marked created.
         """
         ddl = create_table_sql(self.settings.table, memory_optimized=memory_optimized)
+
+        def run_ddl(cur: Any) -> None:
+            # The DDL's SET XACT_ABORT ON would outlive its batch on this pooled connection.
+            restore = not memory_optimized and not _fetchall(cur, XACT_ABORT_STATE, None)[0][0]
+            try:
+                cur.execute(ddl)
+            except drivers.ERRORS as exc:
+                if restore and not is_broken(exc):
+                    cur.execute(XACT_ABORT_OFF)
+                raise
+            if restore:
+                cur.execute(XACT_ABORT_OFF)
+
         key = self.settings.pool_key
         with _created_lock:
             lock = _create_locks.setdefault(key, threading.Lock())
         with lock:
             for attempt in (1, 2):
                 try:
-                    self._run("create_table", lambda cur: cur.execute(ddl), prepare=False)
+                    self._run("create_table", run_ddl, prepare=False)
                     break
                 except DatabaseError as exc:
                     if sqlserver_equivalent(exc.number, str(exc)) not in ALREADY_EXISTS:
