@@ -224,11 +224,10 @@ def engine_type(ti: TypeInfo) -> tuple[str, Optional[SqlT]]:
     from .engine.types import T_BIGINT, T_BIT, T_DATETIME, T_DATETIME2, T_FLOAT, T_INT, T_NULL, SqlT
 
     name = ti.name
-    if name in ("tinyint", "smallint", "int"):
-        return name, T_INT
     if name == "intn":
-        return {1: "tinyint", 2: "smallint", 4: "int", 8: "bigint"}.get(ti.size, "int"), (
-            T_BIGINT if ti.size == 8 else T_INT)
+        name = {1: "tinyint", 2: "smallint", 4: "int", 8: "bigint"}.get(ti.size, "int")
+    if name in ("tinyint", "smallint", "int"):
+        return name, SqlT(name)
     if name == "bigint":
         return name, T_BIGINT
     if name in ("bit", "bitn"):
