@@ -221,7 +221,7 @@ def _fixed_value(name: str, data: bytes) -> Any:
 
 def engine_type(ti: TypeInfo) -> tuple[str, Optional[SqlT]]:
     """(the SQL type name the client sent, the engine type of its value or None if unsupported)."""
-    from .engine.types import T_BIGINT, T_BIT, T_DATETIME, T_DATETIME2, T_FLOAT, T_INT, T_NULL, SqlT
+    from .engine.types import T_BIGINT, T_BIT, T_DATETIME, T_DATETIME2, T_FLOAT, T_NULL, SqlT
 
     name = ti.name
     if name == "intn":
