@@ -45,13 +45,15 @@ def test_ranges_and_result_types(s: EngineSession) -> None:
     (rs,) = [e for e in ev if isinstance(e, ResultSet)]
     assert rs.rows == [(255, -32768)]
     assert [c.type for c in rs.columns] == [SqlType.TINYINT, SqlType.SMALLINT]
-    assert q(s, "SELECT CAST(0 AS tinyint), CAST(32767 AS smallint), CONVERT(tinyint, N'7')") == [(0, 32767, 7)]
+    assert q(s, "SELECT CAST(0 AS tinyint), CAST(32767 AS smallint), CONVERT(tinyint, N'7')") == [
+        (0, 32767, 7)]
 
 
 @pytest.mark.parametrize(("sql", "number", "text"), [
     ("DECLARE @t tinyint = 256", 220, "Arithmetic overflow error for data type tinyint, value = 256."),
     ("DECLARE @t tinyint = -1", 220, "Arithmetic overflow error for data type tinyint, value = -1."),
-    ("SELECT CAST(32768 AS smallint)", 220, "Arithmetic overflow error for data type smallint, value = 32768."),
+    ("SELECT CAST(32768 AS smallint)", 220,
+     "Arithmetic overflow error for data type smallint, value = 32768."),
     ("SELECT CAST(N'300' AS tinyint)", 244,
      "The conversion of the nvarchar value '300' overflowed an INT1 column. Use a larger integer column."),
     ("SELECT CAST('-40000' AS smallint)", 244,
@@ -96,8 +98,8 @@ def test_columns_and_catalog(s: EngineSession) -> None:
     assert q(s, "SELECT name, system_type_id, max_length, [precision] FROM sys.columns "
                 "WHERE object_id = OBJECT_ID(N'y') AND name <> N'id' ORDER BY name") == [
         ("sm", 52, 2, 5), ("t", 48, 1, 3)]
-    assert q(s, "SELECT DATA_TYPE FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_NAME = N'y' ORDER BY ORDINAL_POSITION"
-             ) == [("int",), ("tinyint",), ("smallint",)]
+    assert q(s, "SELECT DATA_TYPE FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_NAME = N'y' "
+                "ORDER BY ORDINAL_POSITION") == [("int",), ("tinyint",), ("smallint",)]
 
 
 def test_on_the_wire_as_intn_1_and_2(standin) -> None:
@@ -105,7 +107,8 @@ def test_on_the_wire_as_intn_1_and_2(standin) -> None:
     conn = standin.connect(autocommit=True)
     try:
         cur = conn.cursor()
-        cur.execute("SELECT CAST(255 AS tinyint) AS t, CAST(-32768 AS smallint) AS s, CAST(NULL AS tinyint) AS n")
+        cur.execute("SELECT CAST(255 AS tinyint) AS t, CAST(-32768 AS smallint) AS s, "
+                    "CAST(NULL AS tinyint) AS n")
         assert cur.fetchall() == [(255, -32768, None)]
         with pytest.raises(pymssql.OperationalError) as info:
             cur.execute("DECLARE @t tinyint = 256")
