@@ -189,11 +189,13 @@ def read_value(r: Reader, ti: TypeInfo) -> Any:
             value += timedelta(minutes=offset)
         return value
     if code in _LONGLEN:
-        n = r.u8()  # text pointer length; 0 = NULL
-        if n == 0:
-            return None
-        r.take(n + 8)  # text pointer + timestamp
+        # An RPC parameter value of text/ntext/image is a LONGLEN length (0xFFFFFFFF: NULL, CHARBIN_NULL
+        # of [MS-TDS] 2.2.5.2.3) and the bytes: no text pointer and timestamp, which only ROW data carries
+        # (2.2.7.19). Measured: ODBC Driver 18.6 sends sp_prepare's NULL @params as NTEXT FFFFFFFF;
+        # tedious's NText/Text/Image parameters are encoded the same way.
         length = r.u32()
+        if length == 0xFFFFFFFF:
+            return None
         data = r.take(length)
         if code == 0x22:
             return data
