@@ -384,3 +384,99 @@ def test_other_provider_in_a_child_process(srv):
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {
         "sum": 70060, "stamp": "2024-01-01T00:01:00", "principal": "child@contoso.onmicrosoft.com"}
     assert last_connection(srv)["encryption"] == "on"
+
+
+# -- a Beaker session flow through MSSQLStore, with mssql-python behind a small adapter -------------------
+
+
+class _AdapterCursor:
+    """What the store needs of a cursor, on mssql-python: ``execute(sql, None)`` means no parameters
+    (mssql-python would send None as one), every later result is read (a later statement's error
+    surfaces only there), and ``rowcount`` is the first statement's, as pymssql reports it."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.rowcount = -1
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        if params is None:
+            self._inner.execute(sql)
+        else:
+            self._inner.execute(sql, params)
+        self.rowcount = self._inner.rowcount
+        if self._inner.description is None:
+            self._drain()
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        found = [tuple(r) for r in self._inner.fetchall()]
+        self._drain()
+        return found
+
+    def _drain(self) -> None:
+        while self._inner.nextset():
+            if self._inner.description is not None:
+                self._inner.fetchall()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class _AdapterConnection:
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def cursor(self) -> _AdapterCursor:
+        return _AdapterCursor(self._inner.cursor())
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+@pytest.fixture
+def store_on_mssql_python(srv, monkeypatch):
+    """MSSQLStore's connections opened by mssql-python instead of pymssql (drivers.open_connection)."""
+    from beaker_mssql import drivers
+
+    opened: list[str] = []
+
+    def open_connection(settings: Any) -> tuple[Any, float]:
+        text = ";".join([f"Server={settings.server},{settings.port}", f"Database={settings.database}",
+                         f"UID={settings.user}", f"PWD={{{settings.password}}}", "Encrypt=yes",
+                         "TrustServerCertificate=yes", "ConnectRetryCount=0"])
+        opened.append(settings.server)
+        return _AdapterConnection(mssql_python.connect(text, autocommit=True)), float("inf")
+
+    monkeypatch.setattr(drivers, "open_connection", open_connection)
+    for name, extra in (("ERRORS", mssql_python.Error), ("INTEGRITY_ERRORS", mssql_python.IntegrityError),
+                        ("INTERFACE_ERRORS", mssql_python.InterfaceError),
+                        ("DATABASE_ERRORS", mssql_python.DatabaseError)):
+        monkeypatch.setattr(drivers, name, (*getattr(drivers, name), extra))
+    return opened
+
+
+def test_beaker_sessions_through_the_store(srv, table, store_on_mssql_python):
+    import webtest
+    from beaker.middleware import SessionMiddleware
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        session = environ["beaker.session"]
+        if environ["PATH_INFO"] == "/set":
+            session["value"] = environ["QUERY_STRING"]
+            session.save()
+        elif environ["PATH_INFO"] == "/delete":
+            session.delete()
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps({"id": session.id, "value": session.get("value")}).encode()]
+
+    web = webtest.TestApp(SessionMiddleware(app, {
+        "session.type": "ext:mssql", "session.url": srv.url, "session.table": table.quoted,
+        "session.data_serializer": "json"}))
+    first = web.get("/set", "a").json  # a new session: save_insert
+    assert web.get("/set", "b").json["id"] == first["id"]  # loaded (get), then save_update
+    assert web.get("/").json == {"id": first["id"], "value": "b"}
+    stored = srv.execute(f"SELECT [sid], [session] FROM {table.quoted}")
+    assert [sid for sid, _ in stored] == [first["id"]] and '"b"' in stored[0][1]
+    web.get("/delete")
+    assert srv.execute(f"SELECT COUNT(*) FROM {table.quoted}") == [(0,)]
+    assert store_on_mssql_python  # the store's connections were mssql-python's
+    assert {c["app_name"] for c in srv.stats()["per_connection"].values()} == {"MSSQL-Python"}
