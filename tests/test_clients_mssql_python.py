@@ -158,13 +158,17 @@ def test_wrong_password_is_18456_and_never_shown(srv, caplog):
 
 
 def test_missing_database_is_4060(srv):
-    # ConnectRetryCount=0: measured, the Rust provider otherwise logs in again after 10 s
-    # (ConnectRetryInterval) on a 4060; ODBC Driver 18 does not. A store would leave retries to retry.py.
+    """4060 (Babelfish profile: 911, profiles.py). ConnectRetryCount=0: measured, the Rust provider
+    otherwise logs in again after 10 s (ConnectRetryInterval) on a 4060; ODBC Driver 18 does not. A store
+    would leave retries to retry.py."""
     with pytest.raises(mssql_python.Error) as info:
         mssql_python.connect(conn_str(srv, "Encrypt=yes", "TrustServerCertificate=yes", "ConnectRetryCount=0",
                                       database="nodb"))
-    assert 'Cannot open database "nodb" requested by the login.' in str(info.value)
-    assert srv.stats()["last_login_error"] == 4060
+    number = srv.profile.missing_database_error
+    assert srv.stats()["last_login_error"] == number
+    expected = {4060: 'Cannot open database "nodb" requested by the login.',
+                911: "Database 'nodb' does not exist."}
+    assert expected[number] in str(info.value)
 
 
 def test_errors_carry_no_server_error_number(srv):
