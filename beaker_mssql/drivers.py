@@ -320,9 +320,14 @@ def _pytds_connect_once(kwargs: dict[str, Any]) -> Any:
                 raise cause from None
             raise
         except Exception as exc:
-            if type(exc).__module__.startswith("OpenSSL"):  # pyOpenSSL's error escapes python-tds as is
-                raise pytds.OperationalError(_tls_failure_text(exc)) from None
-            raise
+            if not type(exc).__module__.startswith("OpenSSL"):
+                raise
+            # pyOpenSSL's errors escape python-tds as they are. The socket closed or reset under the
+            # handshake (a server restarting) is a network failure, retried like a refused connection;
+            # a certificate or protocol refusal is not.
+            if type(exc).__name__ in ("SysCallError", "ZeroReturnError"):
+                raise ConnectionResetError(f"connection reset during the TLS handshake: {exc}") from None
+            raise pytds.OperationalError(_tls_failure_text(exc)) from None
 
 
 def _tls_failure_text(exc: Exception) -> str:

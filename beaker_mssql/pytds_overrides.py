@@ -31,7 +31,7 @@ import ipaddress
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 __all__ = ["active", "validate_host"]
 
@@ -76,7 +76,7 @@ def validate_host(cert: Any, name: bytes) -> bool:
     except x509.ExtensionNotFound:
         return False
     try:
-        address: Optional[ipaddress._BaseAddress] = ipaddress.ip_address(host)
+        address: Optional[Union[ipaddress.IPv4Address, ipaddress.IPv6Address]] = ipaddress.ip_address(host)
     except ValueError:
         address = None
     if address is not None:

@@ -62,7 +62,10 @@ READ_ONLY_NUMBERS = frozenset({3906})
 # the driver says about this attempt is its text and the severity of the server's message.
 _NETWORK_LOGIN_TEXT = ("connection refused", "connection reset", "unable to connect", "timed out",
                        "adaptive server is unavailable", "tds server is unavailable",
-                       "network is unreachable", "no route to host", "broken pipe")
+                       "network is unreachable", "no route to host", "broken pipe",
+                       # the server closed the socket under the login (a restart, a failover, a cut TLS
+                       # handshake): FreeTDS's 20017, python-tds's ClosedConnectionError
+                       "unexpected eof from the server", "server closed connection")
 _TRANSIENT_LOGIN_TEXT = ("is not currently available", "service is currently busy",
                          "service has encountered an error", "please retry", "too many requests")
 _NEVER_RETRY_LOGIN_TEXT = ("login failed", "password", "cannot open database", "certificate")

@@ -26,6 +26,10 @@ TEST_DRIVER = os.environ.get("BEAKER_MSSQL_TEST_DRIVER", "pymssql")
 config.DEFAULT_DRIVER = TEST_DRIVER
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"beaker_mssql tests: driver = {TEST_DRIVER} (BEAKER_MSSQL_TEST_DRIVER)"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under the pytds run, skip (with the marker's reason) the tests about pymssql's own behaviour."""
     if TEST_DRIVER == "pymssql":

@@ -371,3 +371,80 @@ def test_pytds_without_the_ca_file_refuses_the_self_signed_certificate(tls_serve
             store.get("x")
     finally:
         store.close()
+
+
+class HandshakeCutter:
+    """A TCP relay in front of the TLS stand-in that, for its first ``cuts`` connections, forwards the
+    client's PRELOGIN and the server's answer, then closes both sockets when the client's next message
+    (the TLS ClientHello) arrives: a server going away under the handshake."""
+
+    def __init__(self, target_port: int, cuts: int) -> None:
+        import socket
+        import threading
+
+        self.target_port, self.cuts, self.connections = target_port, cuts, 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.threads: list[threading.Thread] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+            cut = self.connections <= self.cuts
+            for src, dst, first in ((client, server, True), (server, client, False)):
+                t = threading.Thread(target=self._pump, args=(src, dst, cut and first, client, server),
+                                     daemon=True)
+                t.start()
+                self.threads.append(t)
+
+    @staticmethod
+    def _pump(src: Any, dst: Any, cut: bool, *both: Any) -> None:
+        messages = 0
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                messages += 1
+                if cut and messages == 2:  # the ClientHello: the "server" goes away
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in both:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+@pytest.mark.parametrize("driver", ["pymssql", "pytds"])
+def test_connection_closed_under_the_tls_handshake_is_a_transient_login_failure(tls_server, driver, retries):
+    relay = HandshakeCutter(tls_server.port, cuts=1)
+    url = tls_server.url.replace(f":{tls_server.port}/", f":{relay.port}/") + "?encrypt=require"
+    verify = {"ca_file": tls_server.tls_ca_file} if driver == "pytds" else {}
+    store = MSSQLStore(url=url, table="sessions", driver=driver, retries=retries, retry_budget=10, **verify)
+    try:
+        if retries == 0:
+            with pytest.raises(ConnectionFailedError) as info:
+                store.get("x")
+            assert tls_server.password not in str(info.value)
+        else:
+            assert store.get("x") is None  # the second login went through
+            assert relay.connections == 2
+    finally:
+        store.close()
+        relay.close()
