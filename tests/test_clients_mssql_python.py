@@ -246,6 +246,29 @@ def test_access_token_login(srv):
     assert token not in str(info.value)
 
 
+def test_access_token_over_login_only_tls(srv):
+    """Encrypt=no: only LOGIN7 is encrypted. Measured: ODBC Driver 18 then sends fFedAuthEcho = 0 even
+    after an answered FEDAUTHREQUIRED 0x01 (the azure profile), which [MS-TDS] 3.3.5.5 makes the server
+    refuse; its Rust driver echoes 1. Under the SQL Server profile nothing is answered and both log in.
+    Azure SQL encrypts every connection, so the refused case does not arise there."""
+    token = srv.issue_token("app@contoso.onmicrosoft.com")
+
+    def login() -> list[tuple[Any, ...]]:
+        conn = mssql_python.connect(conn_str(srv, "Encrypt=no", credentials=False), autocommit=True,
+                                    attrs_before=token_attr(token))
+        try:
+            return rows(conn.cursor(), "SELECT SUSER_SNAME()")
+        finally:
+            conn.close()
+
+    if srv.profile.prelogin_fedauth_required and PROVIDER == "msodbcsql18":
+        with pytest.raises(mssql_python.OperationalError, match="FEDAUTH echo bit"):
+            login()
+    else:
+        assert login() == [("app@contoso.onmicrosoft.com",)]
+        assert last_connection(srv)["encryption"] == "login-only"
+
+
 def test_token_provider(srv):
     """mssql-python's own Entra ID hook: any object with get_token(scope) (an azure-identity credential)."""
 
