@@ -144,8 +144,10 @@ AZURE = Profile(
             "PRELOGIN answers FEDAUTHREQUIRED 0x01 to a client that offers an Entra ID token, and LOGIN7's "
             "fFedAuthEcho must then be 1 (SQL Server, whose Appendix A note says it does not support the "
             "option, leaves it out and expects 0)",
-            "[MS-TDS] 2.2.6.4 (fFedAuthEcho), 3.3.5.5, Appendix A <35>; Microsoft's drivers send the option "
-            "for Azure SQL's Entra ID logins",
+            "https://learn.microsoft.com/en-us/openspecs/windows_protocols/ms-tds/"
+            "60f56408-0188-4cd5-8b90-25c6f2423868 ([MS-TDS] 2.2.6.5 PRELOGIN, and its Appendix A note <35>); "
+            "https://learn.microsoft.com/en-us/openspecs/windows_protocols/ms-tds/"
+            "1d82a68b-57c2-46e9-84ba-ed41f7bd0c7c (3.3.5.5: the echo must match)",
         ),
     ),
 )
