@@ -376,9 +376,10 @@ def test_every_store_statement(srv, table):
 # -- the driver's other provider, in a child process (the provider is chosen once per process) ----------
 
 _CHILD = textwrap.dedent("""
-    import json, struct, sys
+    import json, os, struct, sys
     import mssql_python
-    port, database, user, password, token = sys.argv[1:6]
+    port, database, user = sys.argv[1:4]
+    password, token = os.environ["STANDIN_PASSWORD"], os.environ["STANDIN_TOKEN"]
     mssql_python.pooling(enabled=False)
     base = f"Server=127.0.0.1,{port};Database={database};Encrypt=yes;TrustServerCertificate=yes"
     out = {}
@@ -404,9 +405,10 @@ def test_other_provider_in_a_child_process(srv):
     if reason:
         pytest.skip(reason)
     token = srv.issue_token("child@contoso.onmicrosoft.com")
-    env = {**os.environ, "MSSQL_PYTHON_NATIVE_PROVIDER": OTHER_PROVIDER}
+    env = {**os.environ, "MSSQL_PYTHON_NATIVE_PROVIDER": OTHER_PROVIDER, "STANDIN_PASSWORD": srv.password,
+           "STANDIN_TOKEN": token}  # not on the command line, where any process could read them
     done = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(srv.port), srv.database, srv.user, srv.password, token],
+        [sys.executable, "-c", _CHILD, str(srv.port), srv.database, srv.user],
         capture_output=True, text=True, timeout=120, env=env, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {
