@@ -22,7 +22,10 @@ memory-optimized tables (which refuse ``UPDLOCK``), and with no ``MERGE`` (Babel
 
 No statement changes a session option (``SET NOCOUNT``, ``SET XACT_ABORT``...) or opens a
 transaction it might leave open: a pooled connection leaves every statement as it came in,
-whatever happened to the statement.
+whatever happened to the statement. The one exception is the create-table DDL, which needs
+``XACT_ABORT`` for its transaction: a SET in a batch outlives the batch, so the store reads the
+option first (``XACT_ABORT_STATE``) and turns it back off afterwards (``XACT_ABORT_OFF``), whether the
+DDL succeeded or failed.
 
 The cache upsert (``set``) is ``UPDATE; IF @@ROWCOUNT = 0 INSERT``: a concurrent insert of the same
 key makes it fail with 2627 and the store runs it again (it then updates). A 2627 on the second run
@@ -50,6 +53,7 @@ from beaker_mssql.config import TableName, quote_identifier
 __all__ = [
     "NO_EXPIRY_SECONDS",
     "Statements",
+    "applock_resource",
     "create_table_sql",
     "drop_table_sql",
     "escape_like",
@@ -71,6 +75,12 @@ APPUNLOCK_SQL = (
     "EXEC @result = sp_releaseapplock @Resource = %(resource)s, @LockOwner = N'Session'; "
     "SELECT @result AS [result];"
 )
+
+
+# create_table's bracket around its DDL (see the module docstring): XACT_ABORT is bit 16384 of @@OPTIONS
+# (https://learn.microsoft.com/sql/t-sql/functions/options-transact-sql).
+XACT_ABORT_STATE = "SELECT CAST(@@OPTIONS & 16384 AS int)"
+XACT_ABORT_OFF = "SET XACT_ABORT OFF"
 
 
 def escape_like(text: str) -> str:
@@ -196,13 +206,27 @@ def index_name(table: TableName) -> str:
     return ("IX_" + table.name)[:116] + "_expires"
 
 
+#: sp_getapplock keeps 255 characters of @Resource on SQL Server and 255 UTF-8 bytes on Babelfish
+#: (docs/engines.md); a name within 255 bytes means the same lock on every engine.
+APPLOCK_RESOURCE_BYTES = 255
+
+
+def applock_resource(name: str) -> str:
+    """``name`` as an sp_getapplock @Resource that no engine truncates.
+
+    A longer name becomes its first 180 bytes, ``~`` and the SHA-256 of the whole name, so two long
+    names never share a lock because the engine cut them to the same prefix.
+    """
+    raw = name.encode("utf-8")
+    if len(raw) <= APPLOCK_RESOURCE_BYTES:
+        return name
+    prefix = raw[:180].decode("utf-8", errors="ignore")  # never half a character
+    return prefix + "~" + hashlib.sha256(raw).hexdigest()
+
+
 def create_lock_resource(table: TableName) -> str:
-    """The app lock that serialises create_table DDL on one table (at most 255 characters)."""
-    resource = f"beaker_mssql:create_table:{table.quoted}"
-    if len(resource) > 255:
-        digest = hashlib.sha256(resource.encode("utf-8")).hexdigest()
-        resource = resource[:180] + "~" + digest
-    return resource
+    """The app lock that serialises create_table DDL on one table (at most 255 UTF-8 bytes)."""
+    return applock_resource(f"beaker_mssql:create_table:{table.quoted}")
 
 
 def expires_index_exists_sql(obj: str) -> str:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import threading
 import time
 from typing import Any, Callable, Optional, TypeVar
@@ -55,7 +54,15 @@ from beaker_mssql.retry import (
     login_error_number,
     login_is_transient,
 )
-from beaker_mssql.sql import NO_EXPIRY_SECONDS, create_table_sql, escape_like, statements_for
+from beaker_mssql.sql import (
+    NO_EXPIRY_SECONDS,
+    XACT_ABORT_OFF,
+    XACT_ABORT_STATE,
+    applock_resource,
+    create_table_sql,
+    escape_like,
+    statements_for,
+)
 from beaker_mssql.sweeper import Sweeper, sweeper_for
 
 __all__ = ["Loaded", "MSSQLStore", "SaveResult", "validate_sid"]
@@ -456,13 +463,26 @@ class MSSQLStore:
         second "already exists" counts as success. Only then is the table marked created.
         """
         ddl = create_table_sql(self.settings.table, memory_optimized=memory_optimized)
+
+        def run_ddl(cur: Any) -> None:
+            # The DDL's SET XACT_ABORT ON would outlive its batch on this pooled connection.
+            restore = not memory_optimized and not _fetchall(cur, XACT_ABORT_STATE, None)[0][0]
+            try:
+                cur.execute(ddl)
+            except drivers.ERRORS as exc:
+                if restore and not is_broken(exc):
+                    cur.execute(XACT_ABORT_OFF)
+                raise
+            if restore:
+                cur.execute(XACT_ABORT_OFF)
+
         key = self.settings.pool_key
         with _created_lock:
             lock = _create_locks.setdefault(key, threading.Lock())
         with lock:
             for attempt in (1, 2):
                 try:
-                    self._run("create_table", lambda cur: cur.execute(ddl), prepare=False)
+                    self._run("create_table", run_ddl, prepare=False)
                     break
                 except DatabaseError as exc:
                     if sqlserver_equivalent(exc.number, str(exc)) not in ALREADY_EXISTS:
@@ -599,11 +619,8 @@ class MSSQLStore:
             self.pool.unpin(lease, broken=not ok)
 
     def _lock_resource(self, name: str) -> str:
-        resource = f"beaker_mssql:{self.settings.table.schema}.{self.settings.table.name}:{name}"
-        if len(resource) > 255:
-            digest = hashlib.sha256(resource.encode("utf-8")).hexdigest()
-            resource = resource[:180] + "~" + digest
-        return resource
+        table = self.settings.table
+        return applock_resource(f"beaker_mssql:{table.schema}.{table.name}:{name}")
 
     def _pin(self) -> Lease:
         """Pin a connection to this thread (nested pins share it); failures fire the usual hooks."""

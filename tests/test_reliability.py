@@ -429,3 +429,17 @@ def test_save_that_never_learns_its_outcome_says_so(standin, mssql_table):
         standin.faults.clear()
         assert store.get("u") == "v"
         assert_clean_connection(store)
+
+
+# -- 10. create_table's DDL sets XACT_ABORT for its own transaction only ----------------------------
+@pytest.mark.parametrize("fails", [False, True])
+def test_create_table_leaves_no_xact_abort_on_the_pooled_connection(standin, scratch_table, fails):
+    with MSSQLStore(url=standin.url, table=scratch_table, pool_size=1, pool_max_overflow=0) as store:
+        if fails:  # the DDL batch dies inside its transaction (a non-transient error: not retried)
+            standin.faults.raise_error(1105, times=1, pattern="CREATE TABLE")
+            with pytest.raises(Exception, match="1105"):  # noqa: B017 - the error class is the store's
+                store.create_table()
+        else:
+            store.create_table()
+        assert store.pool.stats()["discarded"] == 0  # the same connection goes on serving
+        assert_clean_connection(store)

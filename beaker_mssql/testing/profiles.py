@@ -31,6 +31,7 @@ __all__ = [
     "Deviation",
     "Profile",
     "babelfish_index_name",
+    "clip_utf8",
     "detect_profile",
     "get_profile",
 ]
@@ -39,6 +40,27 @@ ENV_PROFILE = "BEAKER_MSSQL_PROFILE"
 
 MEASURED = "measured on Babelfish 4.3.0 / PostgreSQL 16.4 (issue 9)"
 BABELFISH_ERRORS_URL = "https://docs.aws.amazon.com/AmazonRDS/latest/AuroraUserGuide/babelfish-strict.html"
+#: Babelfish's own source and test expectations, branch BABEL_4_3_STABLE (docs/engines.md lists what
+#: was read there and what is still unverified).
+BABELFISH_4_3_COMMIT = "4fc9c477a874770b8632ec6b475da5e1715b16eb"
+
+
+def babelfish_source(path: str) -> str:
+    """A link to ``path`` in babelfish_extensions as of Babelfish 4.3 (BABEL_4_3_STABLE)."""
+    return (f"https://github.com/babelfish-for-postgresql/babelfish_extensions/blob/"
+            f"{BABELFISH_4_3_COMMIT}/{path}")
+
+
+BABELFISH_APPLOCK_SRC = babelfish_source("contrib/babelfishpg_tsql/src/applock.c")
+BABELFISH_INDEX_NAME_SRC = babelfish_source(
+    "contrib/babelfishpg_tsql/src/backend_parser/gram-tsql-epilogue.y.c"
+)
+BABELFISH_UNSUPPORTED_URL = (
+    "https://docs.aws.amazon.com/AmazonRDS/latest/AuroraUserGuide/"
+    "babelfish-compatibility.tsql.limitations-unsupported.html"
+)
+BABELFISH_ESCAPE_HATCHES_URL = "https://babelfishpg.org/docs/usage/escape_hatches/ (escape_hatch_table_hints)"
+BABELFISH_ISOLATION_URL = "https://docs.aws.amazon.com/AmazonRDS/latest/AuroraUserGuide/babelfish-transaction.html"
 RCSI_URL = (
     "https://learn.microsoft.com/en-us/sql/t-sql/statements/set-transaction-isolation-level-transact-sql"
     " (READ COMMITTED with READ_COMMITTED_SNAPSHOT ON)"
@@ -90,10 +112,16 @@ class Profile:
     bracket_escapes: bool = True
     #: What sp_getapplock returns for @LockTimeout = 0 when another session holds the lock.
     applock_nowait_busy: int = -1
+    #: What sp_getapplock returns when it grants a lock after waiting for it (SQL Server: 1).
+    applock_waited_grant: int = 1
+    #: sp_getapplock keeps the first 255 UTF-8 *bytes* of @Resource (SQL Server: 255 characters).
+    applock_resource_utf8_bytes: bool = False
     #: sys.indexes shows CREATE INDEX names rewritten (babelfish_index_name) and INDEXPROPERTY finds none.
     rewritten_index_names: bool = False
     #: DATALENGTH counts UTF-8 bytes for nvarchar instead of UTF-16 bytes.
     datalength_utf8: bool = False
+    #: HASHBYTES hashes an nvarchar's UTF-8 bytes instead of its UTF-16LE bytes.
+    hashbytes_utf8: bool = False
     #: The error number of a login to a database that does not exist.
     missing_database_error: int = 4060
     #: PRELOGIN: answer FEDAUTHREQUIRED 0x01 to a client offering an Entra ID token, which its LOGIN7
@@ -161,21 +189,31 @@ BABELFISH = Profile(
     create_or_alter=False,
     bracket_escapes=False,
     applock_nowait_busy=-999,
+    applock_waited_grant=0,
+    applock_resource_utf8_bytes=True,
     rewritten_index_names=True,
     datalength_utf8=True,
+    hashbytes_utf8=True,
     missing_database_error=911,
     remapped_errors=frozenset({208, 1913, 2628}),
+    engine_edition=2,
     version_tag="Babelfish for PostgreSQL profile",
     deviations=(
         Deviation(
             "INDEXPROPERTY(object, index, 'IndexID') is NULL even when the index exists; sys.indexes shows "
-            "a CREATE INDEX name rewritten as <name><table><32 hex chars>, lower case "
-            "(IX_t_expires on t -> ix_t_expirest...). The 32 hex characters are modelled as the MD5 of "
-            "the lower-case index name; only their shape was measured",
-            MEASURED,
+            "a CREATE INDEX name rewritten as <name><table><md5 of name>, lower case "
+            "(IX_t_expires on t -> ix_t_expirest...), cut to 63 bytes (PostgreSQL's NAMEDATALEN - 1)",
+            f"{MEASURED}; {BABELFISH_INDEX_NAME_SRC} (construct_unique_index_name)",
         ),
         Deviation("sp_getapplock with @LockTimeout = 0 on a lock another session holds returns -999 "
-                  "(SQL Server: -1); with a timeout > 0 it returns -1 as SQL Server does", MEASURED),
+                  "(SQL Server: -1); with a timeout > 0 it returns -1 as SQL Server does",
+                  f"{MEASURED}; {BABELFISH_APPLOCK_SRC} (_sp_getapplock_internal)"),
+        Deviation("sp_getapplock returns 0 for a lock granted after waiting (SQL Server: 1); every "
+                  "return code >= 0 still means granted",
+                  f"{BABELFISH_APPLOCK_SRC} (_sp_getapplock_internal returns 0 on every grant)"),
+        Deviation("sp_getapplock keeps the first 255 UTF-8 bytes of @Resource (SQL Server: 255 characters), "
+                  "so two long non-ASCII names can share one lock",
+                  f"{BABELFISH_APPLOCK_SRC} (APPLOCK_MAX_RESOURCE_LENGTH 256, text_to_cstring_buffer)"),
         Deviation(
             "a missing table is error 33557097 'relation \"<db>_dbo.<name>\" does not exist' (not 208); too "
             "long a value is 33557097 'value too long for type character varying(<n>)' (not 2628)",
@@ -190,15 +228,32 @@ BABELFISH = Profile(
                   MEASURED),
         Deviation("CREATE INDEX of a name that exists fails with 2714 (not 1913)", MEASURED),
         Deviation("MERGE is not supported (the stand-in answers 33557097 \"'MERGE' is not currently "
-                  "supported in Babelfish\", Babelfish's wording for an unsupported feature)", MEASURED),
+                  "supported in Babelfish\", Babelfish's wording for an unsupported feature)",
+                  f"{MEASURED}; {BABELFISH_UNSUPPORTED_URL} (Syntax that isn't supported: MERGE)"),
         Deviation("CREATE OR ALTER is a syntax error at ALTER (the stand-in: 102 'syntax error at or near "
                   "\"ALTER\"'; Babelfish's number was not recorded)", MEASURED),
         Deviation("a bracketed name holding ']]' ([a]]b]) is a syntax error (the stand-in: 102; Babelfish's "
-                  "number was not recorded)", MEASURED),
-        Deviation("table hints are accepted and ignored (UPDLOCK and SERIALIZABLE take no locks)", MEASURED),
+                  "number was not recorded)",
+                  f"{MEASURED}; {BABELFISH_UNSUPPORTED_URL} (identifiers that contain @ or ]] characters)"),
+        Deviation("table hints are accepted and ignored (UPDLOCK and SERIALIZABLE take no locks)",
+                  f"{MEASURED}; {BABELFISH_ESCAPE_HATCHES_URL}"),
         Deviation("readers never block on writers (PostgreSQL MVCC: each statement reads committed rows)",
-                  MEASURED),
-        Deviation("DATALENGTH(N'abc') is 3: nvarchar is stored as UTF-8", MEASURED),
+                  f"{MEASURED}; {BABELFISH_ISOLATION_URL}"),
+        Deviation("DATALENGTH(N'abc') is 3: nvarchar is stored as UTF-8",
+                  f"{MEASURED}; {babelfish_source('contrib/babelfishpg_common/sql/varchar.sql')} "
+                  "(sys.NVARCHAR is a domain over sys.VARCHAR)"),
+        Deviation("HASHBYTES over nvarchar hashes its UTF-8 bytes (SQL Server: UTF-16LE), so a hash "
+                  "computed on one engine never matches another's; later Babelfish versions hash UTF-16LE "
+                  "(babelfish_extensions pull requests 3259 and 3385, BABEL-4891)",
+                  f"{babelfish_source('contrib/babelfishpg_tsql/src/string.c')} (hashbytes hashes the "
+                  "argument's stored bytes); "
+                  f"{babelfish_source('contrib/babelfishpg_common/sql/varchar.sql')} "
+                  "(nvarchar -> varchar is a binary cast)"),
+        Deviation("SERVERPROPERTY('EngineEdition') is 2 (Standard). Babelfish's @@VERSION starts "
+                  "'Babelfish for PostgreSQL with SQL Server Compatibility'; the stand-in's names the "
+                  "profile instead, and detect_profile() looks only for 'Babelfish'",
+                  f"{babelfish_source('contrib/babelfishpg_tsql/src/properties.c')}; "
+                  f"{babelfish_source('test/JDBC/expected/BABEL-VERSION.out')}"),
     ),
     lacks={
         "merge": "Babelfish for PostgreSQL does not support MERGE (measured on Babelfish 4.3)",
@@ -246,7 +301,14 @@ def babelfish_index_name(index: str, table: str) -> str:
     """The name sys.indexes shows on Babelfish for ``CREATE INDEX index ON table``."""
     lowered = index.lower()
     digest = hashlib.md5(lowered.encode("utf-8"), usedforsecurity=False).hexdigest()
-    return lowered + table.lower() + digest  # how long names are cut was not measured: not modelled
+    # construct_unique_index_name: name + table + md5(name), then truncate_identifier() to
+    # NAMEDATALEN - 1 = 63 bytes, never splitting a character (profiles.BABELFISH cites the source).
+    return clip_utf8(lowered + table.lower() + digest, 63)
+
+
+def clip_utf8(text: str, limit: int) -> str:
+    """The longest prefix of ``text`` whose UTF-8 encoding fits in ``limit`` bytes."""
+    return text.encode("utf-8")[:limit].decode("utf-8", errors="ignore")
 
 
 def profiles_markdown() -> str:

@@ -766,8 +766,10 @@ def _hashbytes(compiled: list[CE], deps: bool) -> CE:
                 )
             return None
         if isinstance(value, str):
-            wide = kind == "nvarchar"
-            raw = value.encode("utf-16-le") if wide else value.encode("cp1252", errors="replace")
+            if kind == "nvarchar":  # Babelfish stores nvarchar as UTF-8 and hashes those bytes
+                raw = value.encode("utf-8" if c.session.engine.profile.hashbytes_utf8 else "utf-16-le")
+            else:
+                raw = value.encode("cp1252", errors="replace")
         else:
             raw = bytes(value)
         return hashlib.new(algorithm, raw).digest()

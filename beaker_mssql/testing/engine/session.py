@@ -7,7 +7,7 @@ import re
 import time
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
-from ..profiles import BABELFISH_UNMAPPED
+from ..profiles import BABELFISH_UNMAPPED, clip_utf8
 from ..results import MAX, DatabaseChanged, Done, Event, Message, ResultSet, SQLError
 from . import ast as A
 from .dialect import refused_batch, refused_statements, restate
@@ -755,7 +755,9 @@ class _Run:
         owner = str(params.get("@LOCKOWNER") or "Transaction").upper()
         if owner not in ("SESSION", "TRANSACTION"):
             return -999
-        resource = str(resource)[:255]
+        # SQL Server keeps 255 characters of @Resource; Babelfish 255 UTF-8 bytes (profiles.py).
+        keep = clip_utf8 if eng.profile.applock_resource_utf8_bytes else (lambda text, n: text[:n])
+        resource = keep(str(resource), 255)
         res = ("a", s.database.upper(), resource)
         duration = SESSION if owner == "SESSION" else TXN
         if pname == "SP_RELEASEAPPLOCK":
@@ -787,7 +789,7 @@ class _Run:
         while True:
             try:
                 locks.acquire(s.session_id, res, mode, duration, counted=True)
-                return 1 if waited else 0
+                return eng.profile.applock_waited_grant if waited else 0  # 1; Babelfish: 0
             except LockConflict as lc:
                 if locks.would_deadlock(s.session_id, lc.blockers):
                     return -3
