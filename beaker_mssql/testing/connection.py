@@ -313,8 +313,10 @@ class Connection:
         if self.session is not None or self.channel is not None:
             raise tds.ProtocolError("PRELOGIN after the login has started")
         options = parse_prelogin(payload)
-        # The client offers an Entra ID token: tell it to echo that in LOGIN7 ([MS-TDS] 2.2.6.5).
-        self.fedauth_required = options.get(PL_FEDAUTHREQUIRED, b"")[:1] == b"\x01"
+        # The client offers an Entra ID token: Azure SQL tells it to echo that in LOGIN7 ([MS-TDS] 2.2.6.5);
+        # SQL Server leaves the option out (profiles.py: prelogin_fedauth_required).
+        offered = options.get(PL_FEDAUTHREQUIRED, b"")[:1] == b"\x01"
+        self.fedauth_required = offered and self.server.profile.prelogin_fedauth_required
         client = options.get(tds.PL_ENCRYPTION, b"")[:1]
         self.info["client_encryption"] = client.hex() or "00"
         cert = self.server._certificate

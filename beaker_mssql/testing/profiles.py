@@ -124,6 +124,10 @@ class Profile:
     hashbytes_utf8: bool = False
     #: The error number of a login to a database that does not exist.
     missing_database_error: int = 4060
+    #: PRELOGIN: answer FEDAUTHREQUIRED 0x01 to a client offering an Entra ID token, which its LOGIN7
+    #: FEDAUTH must then echo. SQL Server leaves the option out: "The FEDAUTHREQUIRED payload option token
+    #: is not supported by SQL Server" ([MS-TDS] Appendix A, <35> to 2.2.6.5), so the echo bit is 0.
+    prelogin_fedauth_required: bool = False
     #: SQL Server error numbers this engine reports with its own number and text (see error_for).
     remapped_errors: frozenset[int] = frozenset()
     #: SERVERPROPERTY('EngineEdition') as the engine reports it.
@@ -150,6 +154,7 @@ AZURE = Profile(
     read_committed_snapshot=True,
     engine_edition=5,
     version_tag="Azure SQL Database profile",
+    prelogin_fedauth_required=True,
     deviations=(
         Deviation("READ_COMMITTED_SNAPSHOT is ON (the Azure SQL Database default)", AZURE_DEFAULT_URL),
         Deviation(
@@ -163,6 +168,15 @@ AZURE = Profile(
             f"{RCSI_UPDATE_URL}; {HINTS_URL}",
         ),
         Deviation("SERVERPROPERTY('EngineEdition') is 5", ENGINE_EDITION_URL),
+        Deviation(
+            "PRELOGIN answers FEDAUTHREQUIRED 0x01 to a client that offers an Entra ID token, and LOGIN7's "
+            "fFedAuthEcho must then be 1 (SQL Server, whose Appendix A note says it does not support the "
+            "option, leaves it out and expects 0)",
+            "https://learn.microsoft.com/en-us/openspecs/windows_protocols/ms-tds/"
+            "60f56408-0188-4cd5-8b90-25c6f2423868 ([MS-TDS] 2.2.6.5 PRELOGIN, and its Appendix A note <35>); "
+            "https://learn.microsoft.com/en-us/openspecs/windows_protocols/ms-tds/"
+            "1d82a68b-57c2-46e9-84ba-ed41f7bd0c7c (3.3.5.5: the echo must match)",
+        ),
     ),
 )
 

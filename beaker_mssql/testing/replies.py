@@ -40,6 +40,14 @@ _NULL2 = b"\xff\xff"
 _EPOCH_ORDINAL = datetime(1900, 1, 1).toordinal()
 
 
+def _enc_tinyint(value: Any) -> bytes:
+    return _NULL1 if value is None else b"\x01" + bytes((value,))
+
+
+def _enc_smallint(value: Any) -> bytes:
+    return _NULL1 if value is None else b"\x02" + value.to_bytes(2, "little", signed=True)
+
+
 def _enc_int(value: Any) -> bytes:
     return _NULL1 if value is None else b"\x04" + _i.pack(value)
 
@@ -120,6 +128,10 @@ def column_type_info(column: Column) -> tuple[bytes, Encoder]:
     kind = column.type
     if kind is SqlType.INT:
         return b"\x26\x04", _enc_int
+    if kind is SqlType.TINYINT:  # INTN of length 1 / 2 ([MS-TDS] 2.2.5.4.2)
+        return b"\x26\x01", _enc_tinyint
+    if kind is SqlType.SMALLINT:
+        return b"\x26\x02", _enc_smallint
     if kind is SqlType.BIGINT:
         return b"\x26\x08", _enc_bigint
     if kind is SqlType.BIT:

@@ -14,6 +14,8 @@ from typing import Any, Optional, Union
 class SqlType(enum.Enum):
     """The column types the stand-in can store and return."""
 
+    TINYINT = "tinyint"
+    SMALLINT = "smallint"
     INT = "int"
     BIGINT = "bigint"
     BIT = "bit"

@@ -56,10 +56,14 @@ class ServerCertificate:
             self.keyfile = os.path.join(self._tmpdir.name, "standin-key.pem")
             make_self_signed(self.certfile, self.keyfile)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        # TLS 1.2 at most: SQL Server 2022+ and Azure SQL speak TLS 1.3 only with TDS 8.0 (strict
+        # encryption, TLS before PRELOGIN), which the stand-in does not serve; inside TDS 7.x PRELOGIN
+        # packets they negotiate TLS 1.2 (learn.microsoft.com/en-us/sql/relational-databases/security/
+        # networking/tls-1-3: "support TLS 1.3 when TDS 8.0 is used"). Measured: ODBC Driver 18 (in
+        # mssql-python) sends its TLS 1.3 Finished outside a PRELOGIN packet and the login hangs.
         context.minimum_version = ssl.TLSVersion.TLSv1_2
-        # No TLS 1.3 session tickets: they would follow the handshake after the client has stopped
-        # wrapping TLS in PRELOGIN packets, and no TDS client resumes sessions.
-        context.num_tickets = 0
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        context.num_tickets = 0  # no TLS 1.3 session tickets, should a later change allow 1.3 again
         context.load_cert_chain(self.certfile, self.keyfile)
         self.context = context
 

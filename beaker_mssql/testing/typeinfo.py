@@ -189,11 +189,13 @@ def read_value(r: Reader, ti: TypeInfo) -> Any:
             value += timedelta(minutes=offset)
         return value
     if code in _LONGLEN:
-        n = r.u8()  # text pointer length; 0 = NULL
-        if n == 0:
-            return None
-        r.take(n + 8)  # text pointer + timestamp
+        # An RPC parameter value of text/ntext/image is a LONGLEN length (0xFFFFFFFF: NULL, CHARBIN_NULL
+        # of [MS-TDS] 2.2.5.2.3) and the bytes: no text pointer and timestamp, which only ROW data carries
+        # (2.2.7.19). Measured: ODBC Driver 18.6 sends sp_prepare's NULL @params as NTEXT FFFFFFFF;
+        # tedious's NText/Text/Image parameters are encoded the same way.
         length = r.u32()
+        if length == 0xFFFFFFFF:
+            return None
         data = r.take(length)
         if code == 0x22:
             return data
@@ -221,14 +223,13 @@ def _fixed_value(name: str, data: bytes) -> Any:
 
 def engine_type(ti: TypeInfo) -> tuple[str, Optional[SqlT]]:
     """(the SQL type name the client sent, the engine type of its value or None if unsupported)."""
-    from .engine.types import T_BIGINT, T_BIT, T_DATETIME, T_DATETIME2, T_FLOAT, T_INT, T_NULL, SqlT
+    from .engine.types import T_BIGINT, T_BIT, T_DATETIME, T_DATETIME2, T_FLOAT, T_NULL, SqlT
 
     name = ti.name
-    if name in ("tinyint", "smallint", "int"):
-        return name, T_INT
     if name == "intn":
-        return {1: "tinyint", 2: "smallint", 4: "int", 8: "bigint"}.get(ti.size, "int"), (
-            T_BIGINT if ti.size == 8 else T_INT)
+        name = {1: "tinyint", 2: "smallint", 4: "int", 8: "bigint"}.get(ti.size, "int")
+    if name in ("tinyint", "smallint", "int"):
+        return name, SqlT(name)
     if name == "bigint":
         return name, T_BIGINT
     if name in ("bit", "bitn"):

@@ -26,6 +26,8 @@ _NV60 = SqlT("nvarchar", 60)
 _C2 = SqlT("varchar", 2)
 
 TYPE_IDS = {
+    "tinyint": 48,
+    "smallint": 52,
     "int": 56,
     "bigint": 127,
     "bit": 104,
@@ -226,7 +228,8 @@ def view_rows(engine: Engine, db: Database, schema: str, name: str) -> Rows:
         for t in tables:
             for c in t.columns:
                 tid = TYPE_IDS[c.type.kind]
-                prec = {"int": 10, "bigint": 19, "bit": 1, "float": 53, "datetime": 23, "datetime2": 27}.get(
+                prec = {"tinyint": 3, "smallint": 5, "int": 10, "bigint": 19, "bit": 1, "float": 53,
+                        "datetime": 23, "datetime2": 27}.get(
                     c.type.kind, 0
                 )
                 scale = {"datetime": 3, "datetime2": 7}.get(c.type.kind, 0)

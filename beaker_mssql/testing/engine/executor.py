@@ -156,7 +156,7 @@ def make_assign(t: Table, col: ColumnInfo, ce: CE, verb: str) -> Fn:
     conv_t = SqlT(dst.kind, MAX) if dst.kind in ("nvarchar", "varchar", "varbinary") else dst
     limit = dst.length if dst.kind in ("nvarchar", "varchar", "varbinary") and dst.length != MAX else 0
     nullable = col.nullable
-    is_int = dst.kind in ("int", "bigint")
+    is_int = dst.kind in ("tinyint", "smallint", "int", "bigint")
 
     def assign(c: Ctx, r: Any) -> Any:
         v = f(c, r)
@@ -243,13 +243,15 @@ def _conjuncts(e: Optional[A.Expr]) -> list[A.Expr]:
 
 
 _PREC_OK = {
-    "int": {"int", "bit"},
-    "bigint": {"int", "bigint", "bit"},
+    "tinyint": {"tinyint", "bit"},
+    "smallint": {"tinyint", "smallint", "bit"},
+    "int": {"tinyint", "smallint", "int", "bit"},
+    "bigint": {"tinyint", "smallint", "int", "bigint", "bit"},
     "nvarchar": {"nvarchar", "varchar"},
     "varchar": {"varchar"},
     "datetime": {"datetime", "nvarchar", "varchar"},
     "datetime2": {"datetime2", "datetime", "nvarchar", "varchar"},
-    "float": {"float", "int", "bigint"},
+    "float": {"float", "tinyint", "smallint", "int", "bigint"},
     "bit": {"bit"},
     "varbinary": {"varbinary"},
 }

@@ -20,8 +20,7 @@ from .storage import ColumnInfo, Table
 from .types import (
     BIGINT_MAX,
     BIGINT_MIN,
-    INT_MAX,
-    INT_MIN,
+    INT_RANGES,
     INTEGER_KINDS,
     NUMERIC_KINDS,
     PRECEDENCE,
@@ -222,17 +221,15 @@ def like_regex(pattern: str, escape: Optional[str], binary: bool) -> re.Pattern[
 
 
 def int_result(v: int, t: SqlT) -> int:
-    if t.kind == "int":
-        if not INT_MIN <= v <= INT_MAX:
-            raise overflow("int")
-    elif not BIGINT_MIN <= v <= BIGINT_MAX:
-        raise overflow("bigint")
+    lo, hi = INT_RANGES.get(t.kind, (BIGINT_MIN, BIGINT_MAX))
+    if not lo <= v <= hi:
+        raise overflow(t.kind if t.kind in INT_RANGES else "bigint")
     return v
 
 
 def arith(op: str, a: Any, b: Any, t: SqlT) -> Any:
     k = t.kind
-    if k in ("int", "bigint", "bit"):
+    if k in INTEGER_KINDS:
         a = int(a)
         b = int(b)
         if op == "+":
@@ -586,7 +583,10 @@ class Binder:
         if e.op == "-":
             if t.kind in STRING_KINDS or t.kind == "varbinary" or t.kind in ("datetime", "datetime2"):
                 raise SQLError(8117, f"Operand data type {t.kind} is invalid for minus operator.", 16)
-            rt = T_INT if t.kind == "bit" else t
+            # "- (Negative)": the operand's type, "except that an unsigned tinyint expression is promoted
+            # to a smallint result" (learn.microsoft.com/en-us/sql/t-sql/language-elements/
+            # negative-transact-sql)
+            rt = T_INT if t.kind == "bit" else SqlT("smallint") if t.kind == "tinyint" else t
 
             def neg(c: Ctx, r: Any) -> Any:
                 v = f(c, r)
@@ -600,9 +600,11 @@ class Binder:
         if t.kind not in INTEGER_KINDS:
             raise SQLError(8117, f"Operand data type {t.kind} is invalid for ~ operator.", 16)
 
+        unsigned = t.kind == "tinyint"  # ~ stays inside tinyint's 0..255
+
         def inv(c: Ctx, r: Any) -> Any:
             v = f(c, r)
-            return None if v is None else ~int(v)
+            return None if v is None else (~int(v) & 0xFF if unsigned else ~int(v))
 
         return CE(inv, t, inner.deps)
 

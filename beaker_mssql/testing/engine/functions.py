@@ -204,7 +204,7 @@ def compile_function(b: Binder, e: A.Func) -> CE:
             if (
                 d.type.kind not in ("datetime", "datetime2", "null")
                 and not d.type.is_string
-                and d.type.kind not in ("int", "bigint", "float")
+                and d.type.kind not in ("tinyint", "smallint", "int", "bigint", "float")
             ):
                 raise SQLError(
                     8116,
@@ -314,7 +314,7 @@ def compile_function(b: Binder, e: A.Func) -> CE:
                 if isinstance(v, bool):
                     return 1
                 if isinstance(v, int):
-                    return 4 if kind != "bigint" else 8
+                    return {"tinyint": 1, "smallint": 2, "bigint": 8}.get(kind, 4)
                 if isinstance(v, float):
                     return 8
                 if isinstance(v, datetime):
@@ -426,7 +426,7 @@ def compile_function(b: Binder, e: A.Func) -> CE:
         return CE(concat, st, deps)
     if name in ("ABS", "FLOOR", "CEILING"):
         x = compiled[0]
-        if x.type.kind not in ("int", "bigint", "float", "bit", "null"):
+        if x.type.kind not in ("tinyint", "smallint", "int", "bigint", "float", "bit", "null"):
             raise SQLError(
                 8117, f"Operand data type {x.type.kind} is invalid for {name.lower()} function.", 16
             )
@@ -715,7 +715,9 @@ def aggregate_ref(b: Binder, e: A.Func) -> CE:
             raise SQLError(
                 8117, f"Operand data type {arg_t.kind} is invalid for {name.lower()} operator.", 16
             )
-        rt = T_INT if arg_t.kind in ("bit", "int") else arg_t
+        # SUM/AVG of tinyint, smallint and int return int
+        # (learn.microsoft.com/en-us/sql/t-sql/functions/sum-transact-sql)
+        rt = T_INT if arg_t.kind in ("bit", "tinyint", "smallint", "int") else arg_t
         if arg_t.kind == "bit":
             raise SQLError(8117, f"Operand data type bit is invalid for {name.lower()} operator.", 16)
     else:

@@ -369,7 +369,9 @@ def column_max_length(t: SqlT) -> int:
     """sys.columns.max_length: bytes (nvarchar counts 2 per character), -1 for max."""
     if t.length == MAX:
         return -1
-    return {"int": 4, "bigint": 8, "bit": 1, "float": 8, "datetime": 8, "datetime2": 8}.get(
+    sizes = {"tinyint": 1, "smallint": 2, "int": 4, "bigint": 8, "bit": 1, "float": 8, "datetime": 8,
+             "datetime2": 8}
+    return sizes.get(
         t.kind, t.length * 2 if t.kind == "nvarchar" else t.length
     )
 

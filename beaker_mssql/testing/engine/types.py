@@ -1,6 +1,6 @@
 """SQL types, values, implicit/explicit conversions and collation keys, following SQL Server.
 
-Values are plain Python objects: int (int/bigint), bool (bit), float, str (nvarchar/varchar),
+Values are plain Python objects: int (tinyint/smallint/int/bigint), bool (bit), float, str (nvarchar/varchar),
 bytes (varbinary), datetime (datetime rounded to 1/300 s, or datetime2), None (NULL).
 """
 
@@ -16,23 +16,36 @@ from ..results import MAX, SQLError, SqlType
 
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
+# The integer types' ranges (learn.microsoft.com/en-us/sql/t-sql/data-types/
+# int-bigint-smallint-and-tinyint-transact-sql).
+# tinyint and smallint are here because drivers declare them: ODBC Driver 18 (mssql-python) binds a
+# Python int of 0..255 as tinyint and one of -32768..32767 as smallint in sp_prepexec's @params.
+INT_RANGES = {
+    "tinyint": (0, 255),
+    "smallint": (-(2**15), 2**15 - 1),
+    "int": (INT_MIN, INT_MAX),
+    "bigint": (BIGINT_MIN, BIGINT_MAX),
+}
 
-# SQL Server data type precedence (higher wins an implicit conversion).
+# SQL Server data type precedence (higher wins an implicit conversion;
+# learn.microsoft.com/en-us/sql/t-sql/data-types/data-type-precedence-transact-sql).
 PRECEDENCE = {
-    "datetime2": 10,
-    "datetime": 9,
-    "float": 8,
-    "bigint": 6,
-    "int": 5,
-    "bit": 4,
+    "datetime2": 12,
+    "datetime": 11,
+    "float": 10,
+    "bigint": 9,
+    "int": 8,
+    "smallint": 7,
+    "tinyint": 6,
+    "bit": 5,
     "nvarchar": 3,
     "varchar": 2,
     "varbinary": 1,
     "null": 0,
 }
 STRING_KINDS = frozenset({"nvarchar", "varchar"})
-NUMERIC_KINDS = frozenset({"int", "bigint", "bit", "float"})
-INTEGER_KINDS = frozenset({"int", "bigint", "bit"})
+NUMERIC_KINDS = frozenset({"tinyint", "smallint", "int", "bigint", "bit", "float"})
+INTEGER_KINDS = frozenset({"tinyint", "smallint", "int", "bigint", "bit"})
 
 
 @dataclass(frozen=True)
@@ -69,6 +82,8 @@ class SqlT:
 
 
 T_INT = SqlT("int")
+T_TINYINT = SqlT("tinyint")
+T_SMALLINT = SqlT("smallint")
 T_BIGINT = SqlT("bigint")
 T_BIT = SqlT("bit")
 T_FLOAT = SqlT("float")
@@ -87,6 +102,8 @@ def type_name_for_message(t: SqlT) -> str:
 _SIMPLE_TYPES = {
     "INT": T_INT,
     "INTEGER": T_INT,
+    "TINYINT": T_TINYINT,
+    "SMALLINT": T_SMALLINT,
     "BIGINT": T_BIGINT,
     "BIT": T_BIT,
     "FLOAT": T_FLOAT,
@@ -102,8 +119,6 @@ _SIZED_TYPES = {
 }
 KNOWN_UNSUPPORTED_TYPES = frozenset(
     {
-        "SMALLINT",
-        "TINYINT",
         "DECIMAL",
         "NUMERIC",
         "MONEY",
@@ -308,6 +323,12 @@ def overflow(kind: str) -> SQLError:
     return SQLError(8115, f"Arithmetic overflow error converting expression to data type {kind}.", 16)
 
 
+def small_int_overflow(kind: str, value: int) -> SQLError:
+    """An integer that does not fit tinyint/smallint: SQL Server's Msg 220 (sys.messages: "Arithmetic
+    overflow error for data type %ls, value = %ld.")."""
+    return SQLError(220, f"Arithmetic overflow error for data type {kind}, value = {value}.", 16)
+
+
 def implicit_not_allowed(src: SqlT, dst: SqlT) -> SQLError:
     return SQLError(
         257,
@@ -339,7 +360,8 @@ _IMPLICIT_FORBIDDEN = {
     ("float", "datetime2"),
     ("bit", "datetime2"),
     ("bit", "datetime"),
-}
+} | {pair for small in ("tinyint", "smallint")
+     for pair in (("datetime", small), ("datetime2", small), (small, "datetime2"))}
 
 
 def check_implicit(src: SqlT, dst: SqlT) -> None:
@@ -364,14 +386,15 @@ def convert(value: Any, src: SqlT, dst: SqlT) -> Any:
     if value is None:
         return None
     k = dst.kind
-    if k == "int" or k == "bigint":
-        lo, hi = (INT_MIN, INT_MAX) if k == "int" else (BIGINT_MIN, BIGINT_MAX)
+    if k in INT_RANGES:
+        lo, hi = INT_RANGES[k]
+        small = k in ("tinyint", "smallint")
         if isinstance(value, bool):
             return int(value)
         if isinstance(value, int):
             if lo <= value <= hi:
                 return value
-            raise overflow(k)
+            raise small_int_overflow(k, value) if small else overflow(k)
         if isinstance(value, float):
             if math.isnan(value) or math.isinf(value):
                 raise overflow(k)
@@ -383,6 +406,13 @@ def convert(value: Any, src: SqlT, dst: SqlT) -> Any:
             r = _parse_int_string(value, src.kind, k)
             if lo <= r <= hi:
                 return r
+            if small:  # Msg 244: "... overflowed an %hs column. Use a larger integer column." (INT1/INT2)
+                raise SQLError(
+                    244,
+                    f"The conversion of the {src.kind} value '{value}' overflowed an "
+                    f"{'INT1' if k == 'tinyint' else 'INT2'} column. Use a larger integer column.",
+                    16,
+                )
             raise SQLError(
                 248 if k == "int" else 8115,
                 f"The conversion of the {src.kind} value '{value}' overflowed an {k} column."
@@ -392,9 +422,12 @@ def convert(value: Any, src: SqlT, dst: SqlT) -> Any:
             )
         if isinstance(value, datetime):
             days = (value - _EPOCH_1900).total_seconds() / 86400
-            return math.floor(days + 0.5)
+            r = math.floor(days + 0.5)
+            if small and not lo <= r <= hi:
+                raise small_int_overflow(k, r)
+            return r
         if isinstance(value, bytes):
-            n = 4 if k == "int" else 8
+            n = {"tinyint": 1, "smallint": 2, "int": 4}.get(k, 8)
             b = value[-n:].rjust(n, b"\x00")
             return int.from_bytes(b, "big", signed=True)
     elif k == "bit":
@@ -472,7 +505,8 @@ def convert(value: Any, src: SqlT, dst: SqlT) -> Any:
         elif isinstance(value, bool):
             b = b"\x01" if value else b"\x00"
         elif isinstance(value, int):
-            b = value.to_bytes(8 if src.kind == "bigint" else 4, "big", signed=True)
+            n = {"tinyint": 1, "smallint": 2, "bigint": 8}.get(src.kind, 4)
+            b = value.to_bytes(n, "big", signed=src.kind != "tinyint")
         else:
             raise SQLError(
                 529, f"Explicit conversion from data type {src.kind} to varbinary is not allowed.", 16
