@@ -18,7 +18,7 @@ from .catalog import lookup_view, view_rows
 from .compiled import CE, Fn
 from .expressions import Binder, Scope, Source
 from .locks import STMT, TXN, LockConflict
-from .parser import DEFAULT
+from .parse_base import DEFAULT
 from .storage import ColumnInfo, Database, Index, Table, sort_key
 from .types import (
     INTEGER_KINDS,
