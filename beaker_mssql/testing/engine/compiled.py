@@ -11,7 +11,7 @@ from .storage import ColumnInfo
 from .types import SqlT
 
 if TYPE_CHECKING:
-    from .executor import Ctx
+    from .context import Ctx
 
 Fn = Callable[["Ctx", Any], Any]
 

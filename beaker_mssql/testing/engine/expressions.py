@@ -44,7 +44,7 @@ from .types import (
 )
 
 if TYPE_CHECKING:
-    from .executor import Ctx
+    from .context import Ctx
 
 class Source:
     """One table (or derived table / catalog view) visible in a scope."""

@@ -30,7 +30,7 @@ from .types import (
 )
 
 if TYPE_CHECKING:
-    from .executor import Ctx
+    from .context import Ctx
     from .expressions import Binder
 
 VERSION = (

@@ -10,12 +10,14 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 from ..profiles import BABELFISH_UNMAPPED, clip_utf8
 from ..results import MAX, DatabaseChanged, Done, Event, Message, ResultSet, SQLError
 from . import ast as A
+from .context import Ctx, find_table, require_table, resolve_db
 from .dialect import refused_batch, refused_statements, restate
-from .executor import Ctx, Executor, Planner, find_table, require_table, resolve_db, var_converter
+from .executor import Executor
 from .expressions import Binder, Scope
 from .lexer import MARKER_RE, scan_literals
 from .locks import SESSION, STMT, TXN, LockConflict
 from .parser import parse
+from .query import Planner, var_converter
 from .storage import ColumnInfo, Index, Table
 from .types import T_INT, SqlT, check_implicit, convert
 
