@@ -18,7 +18,8 @@ from .fairlock import FairLock
 from .lexer import LiteralValue
 from .locks import LockManager
 from .persist import load_file, save_file
-from .session import Cancelled, EngineSession
+from .run_base import Cancelled
+from .session import EngineSession
 from .storage import Database
 
 __all__ = ["Cancelled", "Engine", "EngineHooks", "EngineSession"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from . import ast as A
 from .compiled import CE, Fn
@@ -15,12 +15,6 @@ from .locks import STMT, TXN
 from .storage import ColumnInfo, Index, Table
 from .types import convert
 from .versions import LOCKING_READ_HINTS, committed_versions, snapshot_rows
-
-if TYPE_CHECKING:
-    pass
-
-
-
 
 # ----------------------------------------------------------------------------- access paths
 

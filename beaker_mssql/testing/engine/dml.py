@@ -3,7 +3,7 @@ touches (locked before they change), the plan objects, and MERGE's per-row helpe
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Callable, Optional
 
 from ..results import Column, SQLError
 from . import ast as A
@@ -16,11 +16,6 @@ from .parse_base import DEFAULT
 from .query import Planner, SelectPlan
 from .storage import Index, Table
 from .versions import effective_hints
-
-if TYPE_CHECKING:
-    pass
-
-
 
 # ----------------------------------------------------------------------------- DML plans
 
