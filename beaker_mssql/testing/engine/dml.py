@@ -195,6 +195,7 @@ class MergePlan:
         self.source_hints: list[str] = []
         self.top: Optional[Fn] = None
 
+
 def _uses_target(ce: CE, tw: int) -> bool:
     return ce.col is not None and ce.col[0] < tw
 
@@ -233,6 +234,7 @@ def _merge_row_action(
     for pos, fn in sets:
         new[pos] = fn(c, combo)
     return ("UPDATE", rid, new, row)
+
 
 def _default_marker(c: Ctx, r: Any) -> Any:
     return DEFAULT

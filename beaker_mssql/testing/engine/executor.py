@@ -43,7 +43,6 @@ if TYPE_CHECKING:
     from . import EngineSession
 
 
-
 class Executor:
     """Statement implementations, called by EngineSession with the engine mutex held."""
 
@@ -577,8 +576,6 @@ class Executor:
             )
         s.rowcount = len(actions)
         events.append(Done(None if s.nocount else len(actions)))
-
-
 
 
 __all__ = ["Ctx", "Executor", "Planner", "SelectPlan", "wire_column"]

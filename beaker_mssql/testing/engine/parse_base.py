@@ -198,6 +198,7 @@ def unsupported(what: str, near: str, line: int) -> SQLError:
         line,
     )
 
+
 class ParserBase:
     """Token state and helpers; the grammar lives in the subclasses (see the module docstring)."""
 
@@ -330,11 +331,17 @@ class ParserBase:
 
     if TYPE_CHECKING:
         # Defined by later layers; declared here so each layer type-checks on its own.
-        def end_statement(self) -> None: raise NotImplementedError
-        def select(self, subquery: bool = False) -> A.Select: raise NotImplementedError
-        def data_type(self, context: str = "column") -> SqlT: raise NotImplementedError
-        def variable(self, t: Token) -> A.Var: raise NotImplementedError
+        def end_statement(self) -> None:
+            raise NotImplementedError
 
+        def select(self, subquery: bool = False) -> A.Select:
+            raise NotImplementedError
+
+        def data_type(self, context: str = "column") -> SqlT:
+            raise NotImplementedError
+
+        def variable(self, t: Token) -> A.Var:
+            raise NotImplementedError
 
 
 class _DefaultMarker:

@@ -494,8 +494,6 @@ class Parser(DdlParser):
         return A.Throw(line, num, msg, state)
 
 
-
-
 def parse(key: str, values: list[LiteralValue]) -> tuple[A.Batch, list[tuple[int, LiteralValue]]]:
     """Parse a batch's shape key; returns the AST and the literal slots whose values the AST depends on."""
     toks = tokenize(key)

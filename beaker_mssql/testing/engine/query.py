@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from . import EngineSession
 
 
-
 # ----------------------------------------------------------------------------- SELECT
 
 
@@ -545,7 +544,6 @@ def _has_aggregate(sel: A.Select) -> bool:
         walk(item.expr)
     walk(sel.having)
     return found
-
 
 
 def bind_top(b: Binder, e: A.Expr) -> Fn:

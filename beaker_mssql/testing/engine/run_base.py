@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from .session import EngineSession
 
 
-
 class Cancelled(Exception):
     """The client cancelled the request (attention) while the batch was running or waiting."""
 
@@ -27,6 +26,7 @@ class CancelFlag(Protocol):
     the TDS server passes a flag that also peeks at the client's socket)."""
 
     def is_set(self) -> bool: ...
+
 
 class _BatchAbort(Exception):
     pass
@@ -78,9 +78,9 @@ BATCH_ABORT = frozenset(
 # Errors that also roll back the transaction.
 ROLLBACK_ABORT = frozenset({1205})
 
+
 class RunBase:
     """The state of one batch execution; the statements it runs are in the subclasses."""
-
 
     def __init__(
         self,
@@ -122,9 +122,8 @@ class RunBase:
 
     if TYPE_CHECKING:
         # Defined by run_statements._Run; declared here so each layer type-checks on its own.
-        def scalar(self, st: Any, e: A.Expr) -> Any: raise NotImplementedError
-
-
+        def scalar(self, st: Any, e: A.Expr) -> Any:
+            raise NotImplementedError
 
 
 def _int_param(v: Any) -> int:

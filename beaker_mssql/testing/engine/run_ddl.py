@@ -248,8 +248,6 @@ class DdlStatements(RunBase):
         self.events.append(Done(None))
 
 
-
-
 def _index_column(t: Table, cname: str) -> int:
     """Position of a column named in an index or constraint (1911 if the table has no such column)."""
     ci = t.col_index.get(cname.upper())

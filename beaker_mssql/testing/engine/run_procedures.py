@@ -24,6 +24,7 @@ _APPLOCK_MODES = {
     "INTENTEXCLUSIVE": "IX",
 }
 
+
 class ProcedureStatements(RunBase):
     """EXEC, RAISERROR and THROW for one batch run."""
 
@@ -228,8 +229,6 @@ class ProcedureStatements(RunBase):
         e = SQLError(_int_param(num), str(msg), 16, _int_param(state or 1))
         e.batch_abort = True  # type: ignore[attr-defined]
         raise e
-
-
 
 
 def _printf(fmt: str, args: list[Any]) -> str:

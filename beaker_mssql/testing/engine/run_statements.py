@@ -41,11 +41,9 @@ _IMPLICIT_TXN_STATEMENTS = (
     A.Truncate,
 )
 
+
 class _Run(ProcedureStatements, DdlStatements):
-
     """One batch execution: walks statements, applies error semantics."""
-
-
 
     def block(self, stmts: list[A.Stmt]) -> None:
         for st in stmts:
@@ -364,7 +362,6 @@ class _Run(ProcedureStatements, DdlStatements):
         self.events.append(Done(None))
 
 
-
 _LEAF_HANDLERS: dict[type, Callable[[_Run, Any], None]] = {
     A.Select: lambda r, st: r.s.executor.select(st, r.ctx, r.events),
     A.Update: lambda r, st: r.s.executor.update(st, r.ctx, r.events),
@@ -386,6 +383,7 @@ _LEAF_HANDLERS: dict[type, Callable[[_Run, Any], None]] = {
     A.Raiserror: _Run.raiserror,
     A.Throw: _Run.throw,
 }
+
 
 def _has_nowait(st: A.Stmt) -> bool:
     """WITH (NOWAIT) on any table of the statement: a lock wait fails at once with 1222."""

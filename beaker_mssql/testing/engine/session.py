@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from . import Engine
 
 
-
 BindHook = Callable[[A.Batch, Ctx], int]
+
 
 class EngineSession:
     def __init__(self, engine: Engine, session_id: int, database: str, login: str) -> None:
@@ -273,7 +273,6 @@ class EngineSession:
         released = locks.release_resource_kind(self.session_id, "a", TXN) or released
         if released:  # only lock waits wait on cond: with nothing released there is nobody to wake
             self.engine.cond.notify_all()
-
 
 
 _ = (ResultSet, Index, SqlT, require_table, var_converter)
