@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from engine_tools import one_standin_per_profile
 from helpers import wait_until
 
 from beaker_mssql import MSSQLStore
@@ -104,12 +105,8 @@ def test_lock_resources_fit_every_engine() -> None:
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[dict[str, SQLServerStandIn]]:
-    started = {name: SQLServerStandIn(profile=name).start() for name in NAMES}
-    try:
+    with one_standin_per_profile() as started:
         yield started
-    finally:
-        for server in started.values():
-            server.close()
 
 
 @pytest.mark.standin_only

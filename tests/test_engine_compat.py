@@ -25,6 +25,7 @@ from typing import Any
 
 import pymssql
 import pytest
+from engine_tools import one_standin_per_profile
 from helpers import run_threads, wait_until
 
 from beaker_mssql import MSSQLStore
@@ -48,12 +49,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[dict[str, SQLServerStandIn]]:
-    started = {name: SQLServerStandIn(profile=name).start() for name in sorted(PROFILES)}
-    try:
+    with one_standin_per_profile() as started:
         yield started
-    finally:
-        for server in started.values():
-            server.close()
 
 
 @pytest.fixture(params=sorted(PROFILES))

@@ -18,6 +18,7 @@ from typing import Any
 
 import pymssql
 import pytest
+from engine_tools import one_standin_per_profile
 
 from beaker_mssql.testing import SQLServerStandIn
 from beaker_mssql.testing.profiles import (
@@ -40,12 +41,8 @@ RCSI = {"azure", "babelfish"}
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[dict[str, SQLServerStandIn]]:
-    started = {name: SQLServerStandIn(profile=name).start() for name in NAMES}
-    try:
+    with one_standin_per_profile() as started:
         yield started
-    finally:
-        for server in started.values():
-            server.close()
 
 
 @pytest.fixture(params=NAMES)

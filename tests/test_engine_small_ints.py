@@ -10,10 +10,11 @@ from datetime import datetime
 
 import pymssql
 import pytest
+from engine_tools import err, errs, q
 
 from beaker_mssql.testing.clock import Clock
 from beaker_mssql.testing.engine import Engine, EngineSession
-from beaker_mssql.testing.results import Message, ResultSet, SqlType
+from beaker_mssql.testing.results import ResultSet, SqlType
 
 
 @pytest.fixture
@@ -22,22 +23,6 @@ def s() -> EngineSession:
     clock.freeze()
     clock.set(datetime(2024, 2, 29, 12, 0, 0))
     return Engine(clock).connect()
-
-
-def errs(events: list) -> list[Message]:
-    return [e for e in events if isinstance(e, Message) and e.is_error]
-
-
-def q(s: EngineSession, sql: str) -> list[tuple]:
-    ev = s.execute(sql)
-    assert not errs(ev), errs(ev)
-    return [r for e in ev if isinstance(e, ResultSet) for r in e.rows]
-
-
-def err(s: EngineSession, sql: str) -> Message:
-    e = errs(s.execute(sql))
-    assert len(e) == 1, e
-    return e[0]
 
 
 def test_ranges_and_result_types(s: EngineSession) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
+from engine_tools import err, errs, q
 
 from beaker_mssql.testing.clock import Clock
 from beaker_mssql.testing.engine import Engine, EngineSession
@@ -26,22 +27,6 @@ def s() -> EngineSession:
     )
     assert not errs(ev), ev
     return sess
-
-
-def errs(events: list) -> list[Message]:
-    return [e for e in events if isinstance(e, Message) and e.is_error]
-
-
-def q(s: EngineSession, sql: str) -> list[tuple]:
-    ev = s.execute(sql)
-    assert not errs(ev), errs(ev)
-    return [r for e in ev if isinstance(e, ResultSet) for r in e.rows]
-
-
-def err(s: EngineSession, sql: str) -> Message:
-    e = errs(s.execute(sql))
-    assert len(e) == 1, e
-    return e[0]
 
 
 def test_select_basics(s: EngineSession) -> None:
