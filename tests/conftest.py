@@ -30,9 +30,23 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"beaker_mssql tests: driver = {TEST_DRIVER} (BEAKER_MSSQL_TEST_DRIVER)"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "pymssql_login_numbers: asserts login error numbers, which pymssql keeps stale after a more severe "
+        "one (Babelfish's 911): engine_needs('login_error_numbers') in the pymssql run only")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under the pytds run, skip (with the marker's reason) the tests about pymssql's own behaviour."""
+    """Under the pytds run, skip (with the marker's reason) the tests about pymssql's own behaviour.
+
+    Under pymssql, a ``pymssql_login_numbers`` test needs the profile's ``login_error_numbers``: the
+    stale numbers are pymssql's (python-tds reports each login's own number, Babelfish's 911 included).
+    """
     if TEST_DRIVER == "pymssql":
+        for item in items:
+            if item.get_closest_marker("pymssql_login_numbers") is not None:
+                item.add_marker(pytest.mark.engine_needs("login_error_numbers"))
         return
     for item in items:
         marker = item.get_closest_marker("pymssql_only")

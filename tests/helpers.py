@@ -127,3 +127,59 @@ class WSGIClient:
 def signed_cookie_sid(app: Any, cookie: str = "beaker.session.id") -> str:
     """The session id inside a webtest app's signed Beaker cookie (40 hex characters of HMAC, then the id)."""
     return str(app.cookies[cookie]).strip('"')[40:]
+
+
+class CreationLockPileUp:
+    """Makes a dogpile test's contention certain instead of likely (no sleeping createfunc).
+
+    Wraps ``store.acquire_applock`` for Beaker's creation locks (``create:...``, waiting calls only):
+    each of ``threads`` callers first waits at a barrier, so every thread has found the value missing
+    before any takes the lock (none can arrive after the value exists and skip the lock), then counts
+    itself as a waiter until the real ``sp_getapplock`` call returns. The createfunc calls
+    :meth:`wait_for_pile_up`: it returns once the other ``threads - 1`` are inside the lock call and, on
+    the stand-in, ``blocked_on_server`` of them are blocked on the server's lock (the others wait for a
+    pool connection inside the same call). A lock that let a waiter through would show up as a second
+    createfunc call, which ends the wait as well, so the test fails on its assertions instead of hanging.
+    """
+
+    def __init__(self, store: Any, threads: int, server: Any = None, blocked_on_server: int = 0,
+                 timeout: float = 60.0) -> None:
+        self.threads = threads
+        self.server = server if getattr(server, "is_standin", False) else None
+        self.blocked_on_server = blocked_on_server
+        self.timeout = timeout
+        self.barrier = threading.Barrier(threads, timeout=timeout)
+        self.cond = threading.Condition()
+        self.waiting = 0  # threads inside a waiting acquire_applock("create:...") call
+        self.created = 0  # createfunc calls
+        self.original = store.acquire_applock
+
+    def acquire_applock(self, name: str, timeout_ms: int = 0) -> Any:
+        """Stands in for ``store.acquire_applock`` (the test installs it with monkeypatch)."""
+        if not name.startswith("create:") or timeout_ms == 0:
+            return self.original(name, timeout_ms=timeout_ms)
+        self.barrier.wait()
+        with self.cond:
+            self.waiting += 1
+            self.cond.notify_all()
+        try:
+            return self.original(name, timeout_ms=timeout_ms)
+        finally:
+            with self.cond:
+                self.waiting -= 1
+                self.cond.notify_all()
+
+    def wait_for_pile_up(self) -> int:
+        """Called by the createfunc (holding the lock): returns this call's number (1 for the first)."""
+        with self.cond:
+            self.created += 1
+            number = self.created
+            self.cond.notify_all()
+            piled = self.cond.wait_for(
+                lambda: self.waiting == self.threads - 1 or self.created > 1, self.timeout)
+        assert piled, f"only {self.waiting} of {self.threads - 1} threads reached the creation lock"
+        if number == 1 and self.created == 1 and self.server is not None:
+            locks = self.server.engine.locks
+            assert wait_until(lambda: len(locks.waits) == self.blocked_on_server, self.timeout), (
+                f"{len(locks.waits)} sessions blocked on the server, expected {self.blocked_on_server}")
+        return number

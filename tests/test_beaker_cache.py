@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from beaker.cache import CacheManager, cache_regions
 from beaker.util import parse_cache_config_options
-from helpers import run_threads
+from helpers import CreationLockPileUp, run_threads
 
 from beaker_mssql import SerializationError
 from beaker_mssql.namespace import MSSQLNamespaceManager, close_all, encode_part
@@ -187,15 +186,17 @@ def test_creation_lock_across_managers(mssql_url, mssql_table):
     assert result == [False, True]
 
 
-def test_dogpile_createfunc_runs_once(mssql_url, mssql_table):
+def test_dogpile_createfunc_runs_once(mssql_server, mssql_url, mssql_table, monkeypatch):
+    """4 threads find the value missing; the first to get the creation lock creates it while the other
+    3 are known to wait on that lock (blocked on the stand-in's app lock): createfunc runs once."""
     cache = manager(mssql_url, mssql_table).get_cache("dogpile")
-    calls = []
+    store = cache.namespace.store
+    pile = CreationLockPileUp(store, 4, mssql_server, blocked_on_server=3)  # default pool: 5 + 10
+    monkeypatch.setattr(store, "acquire_applock", pile.acquire_applock)
 
-    def slow():
-        calls.append(1)
-        time.sleep(0.3)
-        return "value"
+    def create():
+        return f"value {pile.wait_for_pile_up()}"
 
     results = []
-    assert run_threads(lambda _: results.append(cache.get("k", createfunc=slow)), 4) == []
-    assert results == ["value"] * 4 and len(calls) == 1
+    assert run_threads(lambda _: results.append(cache.get("k", createfunc=create)), 4) == []
+    assert results == ["value 1"] * 4 and pile.created == 1

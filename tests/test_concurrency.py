@@ -20,7 +20,7 @@ from urllib.parse import parse_qs
 import pytest
 from beaker.middleware import SessionMiddleware
 from beaker.session import Session
-from helpers import CallLog, WSGIClient, wait_until
+from helpers import CallLog, CreationLockPileUp, WSGIClient, wait_until
 
 from beaker_mssql import namespace as ns_module
 from beaker_mssql.namespace import close_all
@@ -328,10 +328,13 @@ def test_pool_keeps_connections_under_sustained_load(
     )
 
 
-def test_cache_value_is_created_once_under_concurrency(mssql_server: Any, mssql_table: str) -> None:
-    """16 threads ask a Beaker cache for the same missing key with a slow createfunc: the creation lock
-    (sp_getapplock, so it also holds across processes) lets exactly one thread create it; every thread
-    gets that value, and nothing deadlocks although the threads outnumber the pool."""
+def test_cache_value_is_created_once_under_concurrency(
+    mssql_server: Any, mssql_table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """16 threads ask a Beaker cache for the same missing key: the creation lock (sp_getapplock, so it
+    also holds across processes) lets exactly one thread create it while the 15 others are known to
+    wait for that lock (7 blocked on the server's app lock, 8 for a pool connection: the threads
+    outnumber the pool); every thread gets that value, and nothing deadlocks."""
     from beaker.cache import Cache
 
     cache = Cache(
@@ -339,26 +342,24 @@ def test_cache_value_is_created_once_under_concurrency(mssql_server: Any, mssql_
         type="ext:mssql",
         url=mssql_server.url,
         table=mssql_table,
-        pool_size=4,
-        pool_max_overflow=4,
+        pool_size=POOL_SIZE,
+        pool_max_overflow=POOL_OVERFLOW,
         pool_timeout=60,
         serializer="json",
     )
-    created: list[int] = []
-    lock = threading.Lock()
+    store = cache.namespace.store
+    # The creator holds one connection; each waiter on the server's lock holds another.
+    pile = CreationLockPileUp(store, THREADS, mssql_server, blocked_on_server=POOL_SIZE + POOL_OVERFLOW - 1)
+    monkeypatch.setattr(store, "acquire_applock", pile.acquire_applock)
     results: dict[int, Any] = {}
 
     def create() -> dict[str, Any]:
-        with lock:
-            created.append(1)
-            n = len(created)
-        threading.Event().wait(0.3)  # slow enough that the others arrive while it runs
-        return {"made": n}
+        return {"made": pile.wait_for_pile_up()}
 
     def client(n: int) -> None:
         results[n] = cache.get_value("expensive", createfunc=create, expiretime=600)
 
     errors = run_threads(client)
     assert not errors, errors[:3]
-    assert len(created) == 1, f"createfunc ran {len(created)} times"
+    assert pile.created == 1, f"createfunc ran {pile.created} times"
     assert all(value == {"made": 1} for value in results.values()) and len(results) == THREADS

@@ -4,6 +4,8 @@ retries, a failover of the stand-in in the middle of a loaded run, and Azure SQL
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import uuid
 from typing import Any, Callable
@@ -146,6 +148,43 @@ def test_one_login_call_is_one_attempt_with_either_driver(standin, mssql_table, 
         assert standin.stats()["login_failures"] == 1
         standin.faults.clear()
         assert store.get("x") is None  # and the next call logs in normally
+
+
+_REFUSED_CHILD = """
+import sys
+from beaker_mssql.store import MSSQLStore
+url, driver = sys.argv[1:3]
+with MSSQLStore(url=url, table="beaker_cache", driver=driver, retries=0, login_timeout=3) as store:
+    try:
+        store.get("x")
+    except Exception as exc:
+        print(type(exc).__name__, getattr(exc, "number", None))
+        print(exc)
+"""
+
+
+@pytest.mark.standin_only
+@pytest.mark.parametrize("driver", ["pymssql", "pytds"])
+def test_failover_refusal_names_the_database_and_the_server(standin, driver):
+    """40613 as Azure SQL words it ("Database '%.*ls' on server '%.*ls' is not currently available. ...",
+    learn.microsoft.com/azure/azure-sql/database/troubleshoot-common-errors-issues): the database this
+    login asked for (a name of this test's own) and the server's name (the stand-in's @@SERVERNAME)
+    reach the store's error message. In a child process: pymssql keeps the text of the most severe
+    failed login of its process (testing/README.md), so in a shared test run it may show another's."""
+    database = "fo_" + uuid.uuid4().hex[:10]
+    url = standin.url.rsplit("/", 1)[0] + "/" + database
+    server_name = standin.execute("SELECT @@SERVERNAME")[0][0]
+    standin.failover(seconds=3600)
+    proc = subprocess.run([sys.executable, "-c", _REFUSED_CHILD, url, driver],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    first, message = proc.stdout.splitlines()[:2]
+    assert first == "ConnectionFailedError 40613", proc.stdout
+    assert (f"Database '{database}' on server '{server_name}' is not currently available. Please retry the "
+            "connection later. If the problem persists, contact customer support, and provide them with the "
+            "session tracing ID of '") in message
+    assert standin.password not in proc.stdout + proc.stderr
+    assert standin.stats()["last_login_error"] == 40613
 
 
 @pytest.mark.standin_only

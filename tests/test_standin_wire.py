@@ -89,7 +89,7 @@ except pymssql.OperationalError as e:
 @pytest.mark.parametrize("case, number, text", [
     ("password", 18456, "Login failed for user 'sa'."),
     ("database", 4060, 'Cannot open database "no_such_db" requested by the login. The login failed.'),
-    ("refused", 40613, "Database 'test' on server 'standin' is not currently available."),
+    ("refused", 40613, "Database 'test' on server 'STANDIN' is not currently available."),
 ])
 def test_login_error_numbers_seen_by_a_fresh_pymssql(standin: SQLServerStandIn, case: str, number: int,
                                                      text: str) -> None:

@@ -354,7 +354,8 @@ class Connection:
         delay = server.faults.login_delay
         if delay > 0 and self.closed.wait(delay):
             return False
-        error = server.faults.take_login_refusal(login.user, login.database)
+        # A login that names no database asks for its default one (the stand-in's ``database``).
+        error = server.faults.take_login_refusal(login.user, login.database or server.database, SERVER_NAME)
         principal = login.user
         if tds.FEATURE_FEDAUTH in login.features:
             principal, error = self._fedauth_principal(login, error)

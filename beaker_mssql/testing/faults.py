@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import threading
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable, Optional
@@ -36,16 +37,27 @@ KNOWN_ERRORS: dict[int, tuple[int, int, str]] = {
     18456: (14, 1, "Login failed for user '{0}'."),
     40197: (20, 1, "The service has encountered an error processing your request. Please try again."),
     40501: (20, 1, "The service is currently busy. Retry the request after 10 seconds."),
-    40613: (17, 1, "Database '{0}' on server 'standin' is not currently available. "
-                   "Please retry the connection later."),
+    # learn.microsoft.com/azure/azure-sql/database/troubleshoot-common-errors-issues ("List of transient
+    # fault error codes"): "Database '%.*ls' on server '%.*ls' is not currently available. ..." -- the
+    # database the login asked for, the server's name and a session tracing ID.
+    40613: (17, 1, "Database '{0}' on server '{1}' is not currently available. Please retry the connection "
+                   "later. If the problem persists, contact customer support, and provide them with the "
+                   "session tracing ID of '{2}'."),
 }
 
 
-def make_error(number: int, context: str = "?", message: Optional[str] = None) -> SQLError:
-    """An SQLError with SQL Server's severity, state and wording for ``number`` (generic if unknown)."""
+def make_error(number: int, context: str = "?", message: Optional[str] = None, *,
+               server: str = "?") -> SQLError:
+    """An SQLError with SQL Server's severity, state and wording for ``number`` (generic if unknown).
+
+    ``context`` fills the text's first blank (object, database, user); ``server`` the server name where
+    the text has one (40613), followed by a fresh session tracing ID as Azure SQL gives each refusal.
+    """
     severity, state, text = KNOWN_ERRORS.get(
         number, (16, 1, f"Error {number} injected by the stand-in's fault switches."))
-    return SQLError(number, message if message is not None else text.format(context), severity, state)
+    if message is None:
+        message = text.format(context, server, str(uuid.uuid4()).upper())
+    return SQLError(number, message, severity, state)
 
 
 @dataclass
@@ -169,14 +181,18 @@ class Faults:
     def login_delay(self) -> float:
         return self._login_latency
 
-    def take_login_refusal(self, user: str, database: str) -> Optional[SQLError]:
-        """The error to refuse this login with, consuming one refusal, or None."""
+    def take_login_refusal(self, user: str, database: str, server: str = "?") -> Optional[SQLError]:
+        """The error to refuse this login with, consuming one refusal, or None.
+
+        ``database`` is the one the login asked for and ``server`` the server's name: 4060 and 40613
+        name them, 18456 names the user.
+        """
         with self._lock:
             until = self._refuse_until
             if until is not None:
                 deadline, now, number = until
                 if now() < deadline:
-                    return make_error(number, database)
+                    return make_error(number, database, server=server)
                 self._refuse_until = None
             remaining = self._refuse_remaining
             if remaining is not None and remaining <= 0:
@@ -184,7 +200,7 @@ class Faults:
             if remaining is not None:
                 self._refuse_remaining = remaining - 1
             number = self._refuse_number
-        return make_error(number, user if number == 18456 else database)
+        return make_error(number, user if number == 18456 else database, server=server)
 
     def take_drop(self) -> bool:
         """True if this request should be answered by closing the connection."""
@@ -194,8 +210,11 @@ class Faults:
                 return True
             return False
 
-    def statement_error(self, sql_text: str, spid: int) -> Optional[SQLError]:
-        """The injected error for this statement, consuming one use of the first matching rule, or None."""
+    def statement_error(self, sql_text: str, spid: int, database: str = "?",
+                        server: str = "?") -> Optional[SQLError]:
+        """The injected error for this statement, consuming one use of the first matching rule, or None.
+
+        ``database`` (the session's) and ``server`` fill the texts that name them (40613)."""
         with self._lock:
             if not self._errors:
                 return None
@@ -206,7 +225,8 @@ class Faults:
                     rule.remaining -= 1
                     if rule.remaining <= 0:
                         self._errors.remove(rule)
-                return make_error(rule.number, str(spid) if rule.number == 1205 else "?", rule.message)
+                context = str(spid) if rule.number == 1205 else database if rule.number == 40613 else "?"
+                return make_error(rule.number, context, rule.message, server=server)
             return None
 
     @property

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Union, cast
 from urllib.parse import quote, unquote, urlsplit
 
 from .clock import Clock
-from .connection import Connection, SessionLike
+from .connection import SERVER_NAME, Connection, SessionLike
 from .faults import Faults
 from .profiles import Profile, detect_profile, get_profile
 from .results import Message, ResultSet, SQLError
@@ -297,7 +297,8 @@ class SQLServerStandIn:
         with self._lock:  # _count("statements") inlined: this runs for every statement
             self._totals["statements"] += 1
         if self.faults.active:
-            error = self.faults.statement_error(sql_text, spid)
+            error = self.faults.statement_error(sql_text, spid, str(getattr(session, "database", "?")),
+                                                SERVER_NAME)
             if error is not None:
                 raise error
 
