@@ -384,7 +384,9 @@ def fresh_registry():
 def run_both(standin: Any, table: str, ops: list[tuple[Any, ...]], timeout: Optional[int] = None,
              cache_serializer: str = "pickle", **session_extra: Any) -> list[tuple[str, list[str]]]:
     """Run ``ops`` on both worlds; fail on an unexplained difference, else return each (step, reasons)."""
-    tag = uuid.uuid4().hex[:8]
+    # Forged ids are built from the tag; "case-of-other" upper-cases one. With an all-digit tag (~2 % of
+    # uuid4 prefixes) that would be the very same id, not a case variant: keep a letter in it.
+    tag = "f" + uuid.uuid4().hex[:7]
     session_opts: dict[str, Any] = {"key": COOKIE, "timeout": timeout, **session_extra}
     memory = World("memory", dict(session_opts, type="memory"), {"type": "memory"}, tag)
     cache_config = {"cache.type": "ext:mssql", "cache.url": standin.url, "cache.table": table,
