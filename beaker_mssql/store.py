@@ -613,6 +613,14 @@ class MSSQLStore:
                 self._on_lease(lease, "applock",
                                lambda cur: _fetchone(cur, self.statements.releaseapplock, params))
             ok = True
+        except drivers.ERRORS as exc:
+            self.events.emit("error", exc, "applock")
+            if not is_broken(exc):
+                raise self._translate(exc, "applock") from exc
+            # The connection died under the release: the server dropped the lock with its session, which
+            # is all a release has to achieve (a save that committed under the lock stays a success).
+            logger.warning("beaker_mssql: the connection broke while releasing app lock %r; the server "
+                           "released it with the session", lock.resource)
         finally:
             # A release that did not complete leaves the lock in doubt: close the connection, so the
             # server drops the lock with its session.

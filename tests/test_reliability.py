@@ -444,3 +444,20 @@ def test_create_table_leaves_no_xact_abort_on_the_pooled_connection(standin, scr
             store.create_table()
         assert store.pool.stats()["discarded"] == 0  # the same connection goes on serving
         assert_clean_connection(store)
+
+
+# -- 11. a release whose connection dies is a release ---------------------------------------------------
+def test_applock_release_on_a_dying_connection_still_releases(standin, store, mssql_table):
+    """The connection breaks under sp_releaseapplock (a failover): the server drops the lock with the
+    session, so the release succeeds, the pin is gone and another connection gets the lock at once."""
+    store.set("warm", "v")
+    lock = store.acquire_applock("save:x", timeout_ms=1000)
+    assert lock is not None
+    standin.faults.cut_reply(pattern="sp_releaseapplock")
+    lock.release()  # no driver error escapes to the request that held it
+    assert store.pool.pinned() is None and store.pool.stats()["checked_out"] == 0
+    with MSSQLStore(url=standin.url, table=mssql_table) as other:
+        again = other.acquire_applock("save:x", timeout_ms=0)
+        assert again is not None
+        again.release()
+    assert_clean_connection(store, "save:x")
