@@ -58,6 +58,7 @@ def measure(driver: str) -> dict[str, Any]:
         third = threading.Event()
         done = [0]
         results: list[tuple[float, float, bool, bool]] = []  # start, seconds, ok, retried
+        escaped: list[Exception] = []
 
         def client(n: int) -> None:
             c = Client(wsgi, cookie=f"beaker.session.id={uuid.uuid4().hex}")
@@ -67,6 +68,10 @@ def measure(driver: str) -> dict[str, Any]:
                 try:
                     ok = c.get(f"/?{i}") == "ok"
                 except MSSQLStoreError:
+                    ok = False
+                except Exception as exc:  # not a clear store error: the run is invalid, say so below
+                    with lock:
+                        escaped.append(exc)
                     ok = False
                 took = time.monotonic() - began
                 with lock:
@@ -90,6 +95,9 @@ def measure(driver: str) -> dict[str, Any]:
         for w in workers:
             w.join(600)
         after = server.stats()
+    if escaped:
+        raise RuntimeError(f"{driver}: {len(escaped)} requests failed with something other than a store "
+                           f"error, first: {escaped[0]!r}")
     affected = [r for r in results if r[0] + r[1] >= outage_start and r[0] <= outage_end]
     return {
         "driver": driver,
