@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import copy
 import threading
 import time
 from collections.abc import Iterator
@@ -299,7 +300,9 @@ class ConnectionPool:
             recent = now - self._last_login < self.probe_interval
             if failure is not None and recent and self._last_prober != me:
                 self._stats["logins_skipped"] += 1
-                raise type(failure)(*failure.args)
+                # A copy (each caller gets its own traceback) with the driver's attributes: python-tds
+                # keeps the server's number in attributes, not in args.
+                raise copy.copy(failure)
             self._last_login = now
             self._last_prober = me
         try:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import pytest
 from beaker.middleware import SessionMiddleware
@@ -276,3 +276,34 @@ def test_python_tds_socket_errors_are_transient_logins_without_a_server_number(e
 
     assert error_number(exc) is None
     assert login_is_transient(error_message(exc), connected_before=False)
+
+
+@pytest.mark.standin_only
+@pytest.mark.parametrize("driver", ["pymssql", "pytds"])
+def test_a_shared_login_failure_keeps_its_error_number(standin, mssql_table, driver):
+    """While logins fail, a thread arriving within probe_interval of another's failed attempt gets a copy of
+    that failure instead of logging in: the copy carries the server's number with either driver."""
+    with MSSQLStore(url=standin.url, table=mssql_table, driver=driver, retries=0) as store:
+        store.pool.probe_interval = 3600.0  # "a moment ago" for the whole test: no timing involved
+        standin.faults.refuse_logins(None, number=40613)
+        numbers: list[Optional[int]] = []
+        first_done, second_done = threading.Event(), threading.Event()
+
+        def attempt(done: threading.Event, stay: Optional[threading.Event]) -> None:
+            try:
+                store.get("x")
+            except ConnectionFailedError as exc:
+                numbers.append(exc.number)
+            done.set()
+            if stay is not None:  # alive until the other has tried: a distinct thread, not a reused ident
+                stay.wait(60)
+
+        first = threading.Thread(target=attempt, args=(first_done, second_done))
+        first.start()
+        assert first_done.wait(60)
+        second = threading.Thread(target=attempt, args=(second_done, None))
+        second.start()  # shares the first's answer
+        second.join(60)
+        first.join(60)
+        assert numbers == [40613, 40613]
+        assert (store.pool.stats()["logins_skipped"], standin.stats()["login_failures"]) == (1, 1)
