@@ -331,9 +331,11 @@ def _pytds_connect_once(kwargs: dict[str, Any]) -> Any:
 
 
 def _tls_failure_text(exc: Exception) -> str:
-    reasons = [part[-1] for part in exc.args[0] if isinstance(part, tuple) and part] if exc.args and \
-        isinstance(exc.args[0], list) else []
-    reason = "; ".join(str(r) for r in reasons if r) or str(exc) or type(exc).__name__
+    """pyOpenSSL's ``[('SSL routines', '', 'certificate verify failed')]`` as one readable line."""
+    detail = exc.args[0] if exc.args else None
+    parts = detail if isinstance(detail, list) else []
+    reason = "; ".join(str(p[-1]) for p in parts if isinstance(p, tuple) and p and p[-1]) or str(exc) \
+        or type(exc).__name__
     hint = ""
     if "certificate verify failed" in reason:
         hint = (". The server's certificate is not signed by a CA python-tds trusts: give that CA's PEM "
